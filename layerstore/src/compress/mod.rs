@@ -1,0 +1,1 @@
+//! Layer compression: block-parallel gzip and multithreaded zstd.

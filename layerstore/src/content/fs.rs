@@ -1,0 +1,1 @@
+//! Filesystem content store.
