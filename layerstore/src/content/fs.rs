@@ -1,1 +1,681 @@
 //! Filesystem content store.
+//!
+//! ## Layout
+//! ```text
+//! <root>/blobs/<algorithm>/<first 2 hex>/<hex>   committed blobs, read-only
+//! <root>/ingest/<uuid>                            ingests in progress
+//! ```
+//!
+//! Ingests live under the same root as the blobs, so landing one is a `rename(2)` within a single
+//! filesystem: readers see either no blob or the whole, verified blob, never a partial one.
+//!
+//! Architecture Invariant: a file under `blobs/` has been hashed on the way in and matched its
+//! expected size and digest before it was renamed there; nothing ever writes to it in place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result};
+use crate::digest::{Algorithm, Digest, Hasher};
+
+/// Size of a writer's buffer. Writes of at least this size bypass it and go straight to the
+/// file, so streaming a multi-GB layer in large chunks costs one `write(2)` per chunk.
+const WRITE_BUFFER: usize = 128 * 1024;
+
+/// Every algorithm the store lays out, in the order [`Digest`]'s `Ord` puts them (algorithm
+/// first, then hex), so walking them in this order walks digests in order.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+/// A content store on a local filesystem.
+///
+/// Cheap to clone: clones share the same root. Any number of stores (in this process or others)
+/// may use the same root at once; every write goes through its own ingest file and lands with
+/// an atomic rename.
+///
+/// ## Guarantees
+/// - A committed blob was verified against the size and digest computed from the bytes written,
+///   then fsynced, renamed into place, and its directory fsynced: once `commit` returns, the blob
+///   survives a crash.
+/// - Committed blob files are made read-only and never modified in place.
+/// - A failed, aborted or dropped ingest removes its temporary file. Ingests left behind by a
+///   crash are removed with [`FsStore::prune_ingests`].
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    inner: Arc<Layout>,
+}
+
+#[derive(Debug)]
+struct Layout {
+    root: PathBuf,
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+impl Layout {
+    fn algorithm_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.blobs.join(algorithm.as_str())
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        // A checked digest's hex is at least 64 ASCII characters, so this slice is in bounds
+        // and on a character boundary.
+        self.algorithm_dir(digest.algorithm())
+            .join(&hex[..2])
+            .join(hex)
+    }
+}
+
+impl FsStore {
+    /// Opens the store at `root`, creating `root`, `blobs/<algorithm>` and `ingest/` as needed.
+    /// Existing blobs are kept; leftover ingests are not touched (see
+    /// [`FsStore::prune_ingests`]).
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsStore> {
+        let root = root.into();
+        let layout = Layout {
+            blobs: root.join("blobs"),
+            ingest: root.join("ingest"),
+            root,
+        };
+        for algorithm in ALGORITHMS {
+            let dir = layout.algorithm_dir(algorithm);
+            fs::create_dir_all(&dir).map_err(|e| ContentError::io(&dir, e))?;
+        }
+        fs::create_dir_all(&layout.ingest).map_err(|e| ContentError::io(&layout.ingest, e))?;
+        Ok(FsStore {
+            inner: Arc::new(layout),
+        })
+    }
+
+    /// The directory the store was opened at.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Where the blob `digest` lives, or would live once committed:
+    /// `<root>/blobs/<algorithm>/<first 2 hex>/<hex>`. The path is computed, not checked.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.blob_path(digest)
+    }
+
+    /// The directory that holds ingests in progress, one file per writer.
+    pub fn ingest_dir(&self) -> &Path {
+        &self.inner.ingest
+    }
+
+    /// Removes ingest files that have not been modified for more than `older_than`, such as
+    /// those a crashed process left behind, and returns how many it removed.
+    ///
+    /// An ingest's modification time advances as its writer flushes data to it, so a writer
+    /// that keeps writing is never stale. A writer idle for longer than `older_than` loses its
+    /// file: its later `commit` fails with [`ContentError::Io`] and lands nothing. Entries of
+    /// `ingest/` that are not regular files are left alone, with a warning.
+    pub fn prune_ingests(&self, older_than: Duration) -> Result<usize> {
+        let dir = &self.inner.ingest;
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in fs::read_dir(dir).map_err(|e| ContentError::io(dir, e))? {
+            let entry = entry.map_err(|e| ContentError::io(dir, e))?;
+            let path = entry.path();
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Committed, aborted or pruned since the directory was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ContentError::io(&path, e)),
+            };
+            if !meta.is_file() {
+                skip_stray(&path, "not a regular file");
+                continue;
+            }
+            let modified = meta.modified().map_err(|e| ContentError::io(&path, e))?;
+            // A modification time in the future (clock step) counts as fresh.
+            let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+            if age <= older_than {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), ?age, "pruned stale ingest");
+                    removed += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ContentError::io(&path, e)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Provider for FsStore {
+    fn info(&self, digest: &Digest) -> Result<Info> {
+        let path = self.blob_path(digest);
+        let meta = fs::metadata(&path).map_err(|e| not_found_or_io(digest, &path, e))?;
+        check_regular_file(&path, &meta)?;
+        Ok(Info {
+            digest: digest.clone(),
+            size: meta.len(),
+        })
+    }
+
+    fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Box<dyn Read + Send>> {
+        let path = self.blob_path(digest);
+        let mut file = File::open(&path).map_err(|e| not_found_or_io(digest, &path, e))?;
+        let meta = file.metadata().map_err(|e| ContentError::io(&path, e))?;
+        check_regular_file(&path, &meta)?;
+        let (start, end) = resolve_range(digest, meta.len(), range)?;
+        if start > 0 {
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| ContentError::io(&path, e))?;
+        }
+        Ok(Box::new(file.take(end - start)))
+    }
+}
+
+impl Ingester for FsStore {
+    /// Opens `<root>/ingest/<uuid>`, a new file that only this writer uses.
+    fn writer(&self, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+        let path = self
+            .inner
+            .ingest
+            .join(uuid::Uuid::new_v4().hyphenated().to_string());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ContentError::io(&path, e))?;
+        Ok(Box::new(FsWriter {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            ingest: IngestFile { path, armed: true },
+            hasher: algorithm.hasher(),
+            written: 0,
+            layout: Arc::clone(&self.inner),
+        }))
+    }
+}
+
+impl Manager for FsStore {
+    /// Unlinks the blob file. Readers that already opened it keep reading the old content.
+    /// The `<first 2 hex>` directory is kept, so a concurrent commit into it cannot fail.
+    fn delete(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        fs::remove_file(&path).map_err(|e| not_found_or_io(digest, &path, e))
+    }
+
+    /// Lists `blobs/` one `<first 2 hex>` directory at a time, in digest order. Entries that
+    /// are not valid blobs (names that are not digests of the directory's algorithm, blobs
+    /// under the wrong prefix, non-files) are skipped with a warning. A blob deleted while the
+    /// walk runs may or may not be reported.
+    fn walk(&self, f: &mut dyn FnMut(Info) -> Result<()>) -> Result<()> {
+        let blobs = &self.inner.blobs;
+        for (name, path) in sorted_entries(blobs)? {
+            if !ALGORITHMS.iter().any(|a| a.as_str() == name) {
+                skip_stray(&path, "unknown algorithm");
+            }
+        }
+        for algorithm in ALGORITHMS {
+            for (prefix, dir) in sorted_entries(&self.inner.algorithm_dir(algorithm))? {
+                if !is_prefix(&prefix) || !dir.is_dir() {
+                    skip_stray(&dir, "not a prefix directory");
+                    continue;
+                }
+                let mut infos = Vec::new();
+                for (name, path) in sorted_entries(&dir)? {
+                    let digest = match Digest::from_parts(algorithm, &name) {
+                        Ok(digest) if name.starts_with(&prefix) => digest,
+                        _ => {
+                            skip_stray(&path, "not a digest under its prefix");
+                            continue;
+                        }
+                    };
+                    let meta = match fs::symlink_metadata(&path) {
+                        Ok(meta) => meta,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(ContentError::io(&path, e)),
+                    };
+                    if !meta.is_file() {
+                        skip_stray(&path, "not a regular file");
+                        continue;
+                    }
+                    infos.push(Info {
+                        digest,
+                        size: meta.len(),
+                    });
+                }
+                // Names were sorted as strings and are all lowercase hex of one length, so
+                // `infos` is already in digest order.
+                for info in infos {
+                    f(info)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An ingest into an [`FsStore`]: a file `<root>/ingest/<uuid>` plus a running hash.
+///
+/// Bytes are hashed as they are accepted and buffered into the file. `commit` verifies, fsyncs
+/// and renames the file into `blobs/`; `abort`, a failed `commit` or dropping the writer removes
+/// it.
+#[derive(Debug)]
+pub struct FsWriter {
+    // Declared before `ingest` so the file is closed before the guard removes it.
+    file: BufWriter<File>,
+    ingest: IngestFile,
+    hasher: Hasher,
+    written: u64,
+    layout: Arc<Layout>,
+}
+
+impl Write for FsWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        // Only what the file accepted is part of the content.
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl ContentWriter for FsWriter {
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn commit(
+        self: Box<Self>,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> Result<Info> {
+        let FsWriter {
+            file,
+            ingest,
+            hasher,
+            written,
+            layout,
+        } = *self;
+        // On every early return below, `ingest` is dropped and removes the temporary file.
+        let file = file
+            .into_inner()
+            .map_err(|e| ContentError::io(&ingest.path, e.into_error()))?;
+        let info = check_expectations(hasher, written, expected_size, expected)?;
+        let target = layout.blob_path(&info.digest);
+        if blob_exists(&target)? {
+            drop(file);
+            return Ok(info);
+        }
+
+        let mut perms = file
+            .metadata()
+            .map_err(|e| ContentError::io(&ingest.path, e))?
+            .permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms)
+            .map_err(|e| ContentError::io(&ingest.path, e))?;
+        file.sync_all()
+            .map_err(|e| ContentError::io(&ingest.path, e))?;
+        drop(file);
+
+        // `blob_path` always has `<algorithm>/<prefix>` above the file.
+        let prefix_dir = target.parent().ok_or_else(|| {
+            ContentError::io(&target, io::Error::other("blob path has no parent"))
+        })?;
+        let created_prefix = ensure_dir(prefix_dir)?;
+        // A concurrent commit of the same content may have landed since the check above; the
+        // rename then atomically replaces that file with an identical, verified one.
+        fs::rename(&ingest.path, &target).map_err(|e| ContentError::io(&ingest.path, e))?;
+        ingest.disarm();
+        sync_dir(prefix_dir)?;
+        if created_prefix {
+            sync_dir(&layout.algorithm_dir(info.digest.algorithm()))?;
+        }
+        Ok(info)
+    }
+
+    fn abort(self: Box<Self>) -> Result<()> {
+        let FsWriter { file, ingest, .. } = *self;
+        // Close the file without flushing what is still buffered: it is being thrown away.
+        let (file, _unflushed) = file.into_parts();
+        drop(file);
+        ingest.remove()
+    }
+}
+
+/// Removes its ingest file when dropped, unless disarmed after the file was renamed away.
+#[derive(Debug)]
+struct IngestFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl IngestFile {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Removes the file now, reporting failure. A file that is already gone (pruned) is fine.
+    fn remove(mut self) -> Result<()> {
+        self.armed = false;
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ContentError::io(&self.path, e)),
+        }
+    }
+}
+
+impl Drop for IngestFile {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "could not remove discarded ingest"
+                );
+            }
+        }
+    }
+}
+
+/// Finishes `hasher` and checks the result against the caller's expectations, in the order
+/// algorithm, size, digest. Shared by every store so that they fail alike.
+pub(super) fn check_expectations(
+    hasher: Hasher,
+    written: u64,
+    expected_size: Option<u64>,
+    expected: Option<&Digest>,
+) -> Result<Info> {
+    let algorithm = hasher.algorithm();
+    if let Some(expected) = expected {
+        if expected.algorithm() != algorithm {
+            return Err(ContentError::AlgorithmMismatch {
+                algorithm,
+                expected: expected.clone(),
+            });
+        }
+    }
+    let actual = hasher.finish();
+    if let Some(expected_size) = expected_size {
+        if expected_size != written {
+            return Err(ContentError::SizeMismatch {
+                digest: expected.cloned().unwrap_or_else(|| actual.clone()),
+                expected: expected_size,
+                actual: written,
+            });
+        }
+    }
+    if let Some(expected) = expected {
+        if *expected != actual {
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(Info {
+        digest: actual,
+        size: written,
+    })
+}
+
+/// Resolves an optional `start..end` range against a blob of `size` bytes, as
+/// [`Provider::read`] specifies: `end` is clamped to `size`; a start past the size or past the
+/// end is [`ContentError::InvalidRange`]. Shared by every store.
+pub(super) fn resolve_range(
+    digest: &Digest,
+    size: u64,
+    range: Option<Range<u64>>,
+) -> Result<(u64, u64)> {
+    let Some(Range { start, end }) = range else {
+        return Ok((0, size));
+    };
+    if start > size || start > end {
+        return Err(ContentError::InvalidRange {
+            digest: digest.clone(),
+            start,
+            end,
+            size,
+        });
+    }
+    Ok((start, end.min(size)))
+}
+
+fn not_found_or_io(digest: &Digest, path: &Path, e: io::Error) -> ContentError {
+    if e.kind() == io::ErrorKind::NotFound {
+        ContentError::NotFound(digest.clone())
+    } else {
+        ContentError::io(path, e)
+    }
+}
+
+fn check_regular_file(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(ContentError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, "blob is not a regular file"),
+        ))
+    }
+}
+
+fn blob_exists(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => {
+            check_regular_file(path, &meta)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ContentError::io(path, e)),
+    }
+}
+
+/// Creates `dir` if it is missing and returns whether it did. Losing a creation race to another
+/// writer is not an error.
+fn ensure_dir(dir: &Path) -> Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // `blobs/<algorithm>` itself went missing behind the store's back.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)
+            .map(|()| true)
+            .map_err(|e| ContentError::io(dir, e)),
+        Err(e) => Err(ContentError::io(dir, e)),
+    }
+}
+
+/// Logs an entry of the store's directories that is not what the layout puts there.
+fn skip_stray(path: &Path, reason: &'static str) {
+    tracing::warn!(path = %path.display(), reason, "skipping stray entry in content store");
+}
+
+/// Makes the entries of `dir` durable (a rename or creation inside it).
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ContentError::io(dir, e))
+}
+
+/// Directories cannot be opened for fsync here; the platform's rename durability applies.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// The entries of `dir` as (name, path), sorted by name. A missing directory has no entries.
+/// Names that are not UTF-8 cannot be digests or prefixes: they are skipped with a warning.
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let read = match fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ContentError::io(dir, e)),
+    };
+    let mut entries = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(|e| ContentError::io(dir, e))?;
+        let path = entry.path();
+        match entry.file_name().into_string() {
+            Ok(name) => entries.push((name, path)),
+            Err(_) => {
+                skip_stray(&path, "name is not UTF-8");
+            }
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// Whether `name` is a `<first 2 hex>` directory name.
+fn is_prefix(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        Digest::sha256(b"range")
+    }
+
+    #[test]
+    fn algorithms_are_in_digest_order() {
+        let mut sorted = ALGORITHMS;
+        sorted.sort();
+        assert_eq!(sorted, ALGORITHMS);
+        let a = Digest::of(Algorithm::Sha256, b"x");
+        let b = Digest::of(Algorithm::Sha512, b"x");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn resolve_range_clamps_and_refuses() {
+        let d = digest();
+        assert_eq!(resolve_range(&d, 10, None).unwrap(), (0, 10));
+        assert_eq!(resolve_range(&d, 10, Some(2..5)).unwrap(), (2, 5));
+        assert_eq!(resolve_range(&d, 10, Some(2..50)).unwrap(), (2, 10));
+        assert_eq!(resolve_range(&d, 10, Some(10..10)).unwrap(), (10, 10));
+        assert_eq!(resolve_range(&d, 0, Some(0..1)).unwrap(), (0, 0));
+        assert!(matches!(
+            resolve_range(&d, 10, Some(11..20)),
+            Err(ContentError::InvalidRange {
+                start: 11,
+                end: 20,
+                size: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            resolve_range(&d, 10, Some(Range { start: 5, end: 4 })),
+            Err(ContentError::InvalidRange {
+                start: 5,
+                end: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn expectations_are_checked_algorithm_then_size_then_digest() {
+        let hash = |data: &[u8], alg: Algorithm| {
+            let mut h = alg.hasher();
+            h.update(data);
+            h
+        };
+        let right = Digest::sha256(b"abc");
+        let wrong = Digest::sha256(b"abd");
+        let sha512 = Digest::of(Algorithm::Sha512, b"abc");
+
+        let info =
+            check_expectations(hash(b"abc", Algorithm::Sha256), 3, Some(3), Some(&right)).unwrap();
+        assert_eq!(
+            info,
+            Info {
+                digest: right.clone(),
+                size: 3
+            }
+        );
+        let info = check_expectations(hash(b"abc", Algorithm::Sha256), 3, None, None).unwrap();
+        assert_eq!(info.digest, right);
+
+        assert!(matches!(
+            check_expectations(hash(b"abc", Algorithm::Sha256), 3, Some(4), Some(&sha512)),
+            Err(ContentError::AlgorithmMismatch {
+                algorithm: Algorithm::Sha256,
+                ..
+            })
+        ));
+        match check_expectations(hash(b"abc", Algorithm::Sha256), 3, Some(4), Some(&wrong)) {
+            Err(ContentError::SizeMismatch {
+                digest,
+                expected: 4,
+                actual: 3,
+            }) => {
+                assert_eq!(digest, wrong)
+            }
+            other => panic!("expected SizeMismatch, got {other:?}"),
+        }
+        match check_expectations(hash(b"abc", Algorithm::Sha256), 3, Some(3), Some(&wrong)) {
+            Err(ContentError::DigestMismatch { expected, actual }) => {
+                assert_eq!(expected, wrong);
+                assert_eq!(actual, right);
+            }
+            other => panic!("expected DigestMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefixes_are_two_lowercase_hex() {
+        assert!(is_prefix("ab"));
+        assert!(is_prefix("09"));
+        assert!(!is_prefix("AB"));
+        assert!(!is_prefix("abc"));
+        assert!(!is_prefix("g0"));
+        assert!(!is_prefix(""));
+    }
+
+    #[test]
+    fn open_creates_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("nested/store");
+        let store = FsStore::open(&root).unwrap();
+        assert_eq!(store.root(), root);
+        assert!(root.join("blobs/sha256").is_dir());
+        assert!(root.join("blobs/sha512").is_dir());
+        assert_eq!(store.ingest_dir(), root.join("ingest"));
+        assert!(store.ingest_dir().is_dir());
+        // Opening again keeps what is there.
+        let info = store.ingest_bytes(b"kept").unwrap();
+        let again = FsStore::open(&root).unwrap();
+        assert_eq!(again.read_all(&info.digest).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn committed_blobs_are_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let info = store.ingest_bytes(b"sealed").unwrap();
+        let perms = fs::metadata(store.blob_path(&info.digest))
+            .unwrap()
+            .permissions();
+        assert!(perms.readonly());
+    }
+}
