@@ -1,7 +1,7 @@
 //! Media types of the OCI image spec and of Docker's image manifest v2 schema 2.
 //!
 //! These are plain string constants so that they can be compared with what a registry or an
-//! archive sends without allocating; [`LayerMediaType`] ties a layer's compression to the two
+//! archive sends without allocating; [`Compression`] ties a layer's compression to the two
 //! families.
 
 /// OCI image manifest.
