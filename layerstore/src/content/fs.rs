@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result};
+use super::{
+    ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result, check_expectations,
+    resolve_range,
+};
 use crate::digest::{Algorithm, Digest, Hasher};
 
 /// Size of a writer's buffer. Writes of at least this size bypass it and go straight to the
@@ -389,69 +392,6 @@ impl Drop for IngestFile {
             }
         }
     }
-}
-
-/// Finishes `hasher` and checks the result against the caller's expectations, in the order
-/// algorithm, size, digest. Shared by every store so that they fail alike.
-pub(super) fn check_expectations(
-    hasher: Hasher,
-    written: u64,
-    expected_size: Option<u64>,
-    expected: Option<&Digest>,
-) -> Result<Info> {
-    let algorithm = hasher.algorithm();
-    if let Some(expected) = expected {
-        if expected.algorithm() != algorithm {
-            return Err(ContentError::AlgorithmMismatch {
-                algorithm,
-                expected: expected.clone(),
-            });
-        }
-    }
-    let actual = hasher.finish();
-    if let Some(expected_size) = expected_size {
-        if expected_size != written {
-            return Err(ContentError::SizeMismatch {
-                digest: expected.cloned().unwrap_or_else(|| actual.clone()),
-                expected: expected_size,
-                actual: written,
-            });
-        }
-    }
-    if let Some(expected) = expected {
-        if *expected != actual {
-            return Err(ContentError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-    }
-    Ok(Info {
-        digest: actual,
-        size: written,
-    })
-}
-
-/// Resolves an optional `start..end` range against a blob of `size` bytes, as
-/// [`Provider::read`] specifies: `end` is clamped to `size`; a start past the size or past the
-/// end is [`ContentError::InvalidRange`]. Shared by every store.
-pub(super) fn resolve_range(
-    digest: &Digest,
-    size: u64,
-    range: Option<Range<u64>>,
-) -> Result<(u64, u64)> {
-    let Some(Range { start, end }) = range else {
-        return Ok((0, size));
-    };
-    if start > size || start > end {
-        return Err(ContentError::InvalidRange {
-            digest: digest.clone(),
-            start,
-            end,
-            size,
-        });
-    }
-    Ok((start, end.min(size)))
 }
 
 fn not_found_or_io(digest: &Digest, path: &Path, e: io::Error) -> ContentError {

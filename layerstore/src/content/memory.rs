@@ -9,8 +9,10 @@ use std::io::{self, Cursor, Read, Write};
 use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::fs::{check_expectations, resolve_range};
-use super::{ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result};
+use super::{
+    ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result, check_expectations,
+    resolve_range,
+};
 use crate::digest::{Algorithm, Digest, Hasher};
 
 type Blobs = BTreeMap<Digest, Arc<[u8]>>;

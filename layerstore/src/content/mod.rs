@@ -22,7 +22,10 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
-use crate::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest, Hasher};
+
+pub mod fs;
+pub mod memory;
 
 /// What a store knows about a committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +114,11 @@ pub trait ContentWriter: Write + Send {
 
     /// Verifies and lands the content. `expected_size` and `expected` are checked when given;
     /// the digest is always computed from the bytes written, never taken on trust.
-    fn commit(self: Box<Self>, expected_size: Option<u64>, expected: Option<&Digest>)
-    -> Result<Info>;
+    fn commit(
+        self: Box<Self>,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> Result<Info>;
 
     /// Discards the ingest.
     fn abort(self: Box<Self>) -> Result<()>;
@@ -207,5 +213,65 @@ fn verify_blob<S: Provider + ?Sized>(store: &S, info: &Info) -> Result<()> {
     Ok(())
 }
 
-pub mod fs;
-pub mod memory;
+/// Finishes `hasher` and checks the result against the caller's expectations, in the order
+/// algorithm, size, digest. Shared by every store so that they fail alike.
+pub(crate) fn check_expectations(
+    hasher: Hasher,
+    written: u64,
+    expected_size: Option<u64>,
+    expected: Option<&Digest>,
+) -> Result<Info> {
+    let algorithm = hasher.algorithm();
+    if let Some(expected) = expected {
+        if expected.algorithm() != algorithm {
+            return Err(ContentError::AlgorithmMismatch {
+                algorithm,
+                expected: expected.clone(),
+            });
+        }
+    }
+    let actual = hasher.finish();
+    if let Some(expected_size) = expected_size {
+        if expected_size != written {
+            return Err(ContentError::SizeMismatch {
+                digest: expected.cloned().unwrap_or_else(|| actual.clone()),
+                expected: expected_size,
+                actual: written,
+            });
+        }
+    }
+    if let Some(expected) = expected {
+        if *expected != actual {
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(Info {
+        digest: actual,
+        size: written,
+    })
+}
+
+/// Resolves an optional `start..end` range against a blob of `size` bytes, as
+/// [`Provider::read`] specifies: `end` is clamped to `size`; a start past the size or past the
+/// end is [`ContentError::InvalidRange`]. Shared by every store.
+pub(crate) fn resolve_range(
+    digest: &Digest,
+    size: u64,
+    range: Option<Range<u64>>,
+) -> Result<(u64, u64)> {
+    let Some(Range { start, end }) = range else {
+        return Ok((0, size));
+    };
+    if start > size || start > end {
+        return Err(ContentError::InvalidRange {
+            digest: digest.clone(),
+            start,
+            end,
+            size,
+        });
+    }
+    Ok((start, end.min(size)))
+}
