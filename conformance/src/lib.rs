@@ -1,10 +1,34 @@
 //! # berth-conformance
 //!
-//! Black-box suites that judge berth from the outside, the way its users meet it:
-//! - the OCI distribution-spec conformance suite, over plain HTTP, against any registry;
-//! - interoperability with real clients: `docker`, `podman`, `skopeo` and `ctr` pushing to and
-//!   pulling from `berth registry serve`;
-//! - `berth build` against `docker build` on the same Dockerfiles, compared file for file.
+//! Black-box suites that judge a registry from the outside, the way its users meet it:
+//! - the OCI distribution-spec conformance suite ([`Suite`]), over plain HTTP, against any
+//!   registry: the four workflows of the spec (pull, push, content discovery, content
+//!   management), each a list of named checks with a spec reference;
+//! - interoperability with real clients (`docker`, `podman`, `skopeo`, `ctr`) pushing to and
+//!   pulling from `berth registry serve`, in this crate's integration tests.
 //!
-//! It talks HTTP and runs command-line tools only; it never uses berth's own client, so it can
-//! judge any registry. It is not filled in yet.
+//! It talks HTTP and runs command-line tools only; it depends on no berth crate, so it can judge
+//! any registry, and the same run against CNCF distribution shows that the suite itself is right.
+//!
+//! ```no_run
+//! use berth_conformance::Suite;
+//!
+//! let suite = Suite::builder("http://127.0.0.1:5000")
+//!     .namespace("conformance/repo")
+//!     .build()
+//!     .expect("valid configuration");
+//! let report = suite.run();
+//! print!("{report}");
+//! assert!(report.is_success());
+//! ```
+
+pub mod content;
+pub mod digest;
+mod error;
+pub mod http;
+mod report;
+mod suite;
+
+pub use error::Error;
+pub use report::{CaseResult, Outcome, Report};
+pub use suite::{CaseInfo, Suite, SuiteBuilder, Workflow, Workflows, cases};
