@@ -10,6 +10,7 @@ PACKAGES=(
   busybox-static   # base images for tests (no network to pull from)
   pigz zstd        # compression baselines and output checks
   docker-registry  # CNCF distribution, the peer registry
+  podman           # second registry client in the interop tests
   tar gzip coreutils
   hyperfine time   # benchmarks: repeated timings, peak RSS
 )
