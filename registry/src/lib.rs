@@ -10,4 +10,7 @@
 //!
 //! Architecture Invariant: this is the only crate that speaks the distribution wire format.
 
+pub mod client;
 pub mod reference;
+pub mod server;
+pub mod storage;

@@ -2,7 +2,9 @@
 //! arguments into library calls. Library crates return typed errors; this layer adds context
 //! with `anyhow` and prints them.
 
+mod copy;
 mod layer;
+mod registry;
 
 use clap::{Parser, Subcommand};
 
@@ -20,14 +22,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Copy an image between registries, OCI layouts and archives (skopeo's location syntax).
+    Copy(copy::CopyArgs),
     /// Create and apply image layers (differential tar archives).
     #[command(subcommand)]
     Layer(layer::LayerCommand),
+    /// Run the OCI registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Serve the OCI registry (alias of `berth registry serve`).
+    Serve(registry::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Copy(args) => copy::run(args),
         Command::Layer(cmd) => layer::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
+        Command::Serve(args) => registry::serve(args),
     }
 }
 
