@@ -2,12 +2,17 @@
 //!
 //! The Dockerfile front end and the build executor behind `berth build`.
 //!
-//! This crate will hold, each as a module of its own:
-//! - `parser`: Dockerfile text to a syntax tree with file, line and column on every node. It
-//!   does no I/O;
+//! The front end is staged as BuildKit's is, each stage a module of its own:
+//! - [`parser`]: Dockerfile text to a syntax tree with file, line and column on every node,
+//!   plus BuildKit's S-expression dump and a printer back to Dockerfile text. It does no I/O;
+//! - [`shell`]: word expansion (quotes, escapes, `$var` and the `${var...}` modifiers), with
+//!   the variables each word referenced.
+//!
+//! Still to come, each as a module of its own:
 //! - `instructions`: typed commands per stage, with ARG/ENV scoping and word expansion;
 //! - `graph`: the stage and step DAG, pruned to `--target`, with a cache key per step;
 //! - `solver`: runs ready vertices concurrently, RUN steps through `berth_runner::sandbox`, and
 //!   turns each step's snapshot diff into a layer with `berth_layerstore::layer`.
-//!
-//! It is not filled in yet.
+
+pub mod parser;
+pub mod shell;
