@@ -77,8 +77,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     let mut opts = LayerOptions {
         compression: args.compression,
         level: args.level,
-        tar: TarOptions::from_env()
-            .context("reading SOURCE_DATE_EPOCH from the environment")?,
+        tar: TarOptions::from_env().context("reading SOURCE_DATE_EPOCH from the environment")?,
         ..LayerOptions::default()
     };
     if let Some(threads) = args.threads {
@@ -123,14 +122,12 @@ fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         &args.dir,
         &ApplyOptions::default(),
     )
-    .with_context(|| {
-        format!(
-            "applying {} to {}",
-            args.file.display(),
-            args.dir.display()
-        )
-    })?;
-    tracing::info!(entries = stats.entries, bytes = stats.bytes, "layer applied");
+    .with_context(|| format!("applying {} to {}", args.file.display(), args.dir.display()))?;
+    tracing::info!(
+        entries = stats.entries,
+        bytes = stats.bytes,
+        "layer applied"
+    );
     Ok(())
 }
 

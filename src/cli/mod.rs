@@ -3,6 +3,7 @@
 //! with `anyhow` and prints them.
 
 mod copy;
+mod dockerfile;
 mod layer;
 mod registry;
 
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Copy an image between registries, OCI layouts and archives (skopeo's location syntax).
     Copy(copy::CopyArgs),
+    /// Inspect Dockerfiles as berth reads them.
+    #[command(subcommand)]
+    Dockerfile(dockerfile::DockerfileCommand),
     /// Create and apply image layers (differential tar archives).
     #[command(subcommand)]
     Layer(layer::LayerCommand),
@@ -37,6 +41,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Copy(args) => copy::run(args),
+        Command::Dockerfile(cmd) => dockerfile::run(cmd),
         Command::Layer(cmd) => layer::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Serve(args) => registry::serve(args),
