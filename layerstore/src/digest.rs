@@ -110,7 +110,9 @@ impl Digest {
     /// Builds a digest from an algorithm and its hex encoding, checking the encoding.
     pub fn from_parts(algorithm: Algorithm, hex: &str) -> Result<Digest, DigestError> {
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding {
                 algorithm,

@@ -63,7 +63,9 @@ impl Compression {
     pub fn from_layer_media_type(media_type: &str) -> Option<Compression> {
         match media_type {
             OCI_LAYER_TAR | OCI_LAYER_NONDIST_TAR => Some(Compression::None),
-            OCI_LAYER_GZIP | OCI_LAYER_NONDIST_GZIP | DOCKER_LAYER_GZIP
+            OCI_LAYER_GZIP
+            | OCI_LAYER_NONDIST_GZIP
+            | DOCKER_LAYER_GZIP
             | DOCKER_LAYER_FOREIGN_GZIP => Some(Compression::Gzip),
             OCI_LAYER_ZSTD | OCI_LAYER_NONDIST_ZSTD => Some(Compression::Zstd),
             _ => None,

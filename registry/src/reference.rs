@@ -264,10 +264,13 @@ impl FromStr for Reference {
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (
                 r,
-                Some(d.parse::<Digest>().map_err(|source| ReferenceError::Digest {
-                    reference: s.to_owned(),
-                    source,
-                })?),
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|source| ReferenceError::Digest {
+                            reference: s.to_owned(),
+                            source,
+                        })?,
+                ),
             ),
             None => (s, None),
         };
@@ -339,10 +342,13 @@ mod tests {
             assert!(RepositoryName::new(ok).is_ok(), "{ok} should be accepted");
         }
         for bad in [
-            "", "A", "a//b", "/a", "a/", "a/../b", "..", "a.", "-a", "a___b", "a_.b", "a b",
-            "a:b", "a/B",
+            "", "A", "a//b", "/a", "a/", "a/../b", "..", "a.", "-a", "a___b", "a_.b", "a b", "a:b",
+            "a/B",
         ] {
-            assert!(RepositoryName::new(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                RepositoryName::new(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(RepositoryName::new(&"a".repeat(256)).is_err());
     }
@@ -384,8 +390,17 @@ mod tests {
         let r: Reference = "reg.example.com/app".parse().unwrap();
         assert!(!r.is_loopback());
 
-        for bad in ["", "Upper/case", "app:", "app@sha256:zz", "reg.example.com/"] {
-            assert!(bad.parse::<Reference>().is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "Upper/case",
+            "app:",
+            "app@sha256:zz",
+            "reg.example.com/",
+        ] {
+            assert!(
+                bad.parse::<Reference>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

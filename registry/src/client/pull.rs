@@ -51,10 +51,7 @@ fn accept_header() -> String {
     MANIFEST_ACCEPT.join(", ")
 }
 
-fn header_str(
-    resp: &reqwest::Response,
-    name: impl reqwest::header::AsHeaderName,
-) -> Option<&str> {
+fn header_str(resp: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
