@@ -340,7 +340,9 @@ fn podman_pushes_to_and_pulls_from_berth() {
         )
     });
     let registry = common::start_berth();
-    let work = tempfile::tempdir().expect("temp dir");
+    // podman names an image pulled from `oci:DIR` after DIR, and image names must be lower
+    // case, so the layout goes in a directory whose name has no capitals (unlike tempdir's).
+    let work = LowercaseTempDir::new();
     let (layout, _) = common::busybox_oci_layout(work.path(), "1");
     let reference = format!("{}/test/{}:1", registry.host(), unique("podman"));
     let _cleanup = PodmanImage {
@@ -369,6 +371,27 @@ fn podman_pushes_to_and_pulls_from_berth() {
         &["images", "--format", "{{.Repository}}:{{.Tag}}"],
     ));
     assert!(listed.lines().any(|l| l == reference), "{listed}");
+}
+
+/// A temporary directory whose whole path is lower case, removed when dropped.
+struct LowercaseTempDir(PathBuf);
+
+impl LowercaseTempDir {
+    fn new() -> Self {
+        let dir = PathBuf::from("/tmp").join(unique("berth-podman"));
+        std::fs::create_dir(&dir).expect("create temp dir");
+        LowercaseTempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for LowercaseTempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Removes images from podman's store when dropped.
