@@ -151,7 +151,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
-        eprintln!("usage: tune TAR [ROUNDS] [levels|blocks|threads|gzip|zstd|all]");
+        eprintln!("usage: tune TAR [ROUNDS] [levels|blocks|slack|threads|gzip|zstd|all]");
         return ExitCode::from(2);
     };
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
@@ -183,6 +183,17 @@ fn main() -> ExitCode {
             }
             settings.push(gzip(6, 256 << 10, 4 * THREADS));
         }
+        "slack" => {
+            settings.push(Setting::Cli("pigz", &["-p", "2", "-6"]));
+            for (block, in_flight) in [(1 << 20, 4), (1 << 20, 12), (256 << 10, 16), (256 << 10, 4)]
+            {
+                settings.push(gzip(6, block, in_flight));
+            }
+            settings.push(Setting::Cli("zstd", &["-3", "-T2", "-c"]));
+            for job in [2 << 20, 8 << 20] {
+                settings.push(Setting::Zstd { level: 3, job });
+            }
+        }
         "threads" => {
             settings.push(Setting::Cli("pigz", &["-p", "1", "-6"]));
             settings.push(Setting::Cli("pigz", &["-p", "2", "-6"]));
@@ -205,7 +216,7 @@ fn main() -> ExitCode {
     }
     if settings.is_empty() {
         eprintln!(
-            "tune: unknown set {which:?}: expected levels, blocks, threads, gzip, zstd or all"
+            "tune: unknown set {which:?}: expected levels, blocks, slack, threads, gzip, zstd or all"
         );
         return ExitCode::from(2);
     }
