@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use berth_layerstore::archive::{self, ApplyOptions, TarOptions};
+use berth_layerstore::compress;
 use berth_layerstore::layer::{self, LayerOptions};
 use berth_layerstore::media::Compression;
 use clap::{Args, Subcommand};
@@ -29,7 +30,7 @@ pub struct CreateArgs {
     /// gzip, zstd or none.
     #[arg(long, default_value = "gzip")]
     pub compression: Compression,
-    /// Compression level: 1-9 for gzip (default 6), 1-22 for zstd (default 3).
+    /// Compression level: 0-9 for gzip (default 6), libzstd's range for zstd (default 3).
     #[arg(long)]
     pub level: Option<i32>,
     /// Compression threads (default: the number of CPUs).
@@ -57,10 +58,9 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         bail!("{}: not a directory", args.dir.display());
     }
     if let Some(level) = args.level {
-        let range = match args.compression {
-            Compression::Gzip => 1..=9,
-            Compression::Zstd => 1..=22,
-            Compression::None => bail!("--level makes no sense with --compression none"),
+        // The library owns the valid ranges; this only turns them into a usage error up front.
+        let Some(range) = compress::level_range(args.compression) else {
+            bail!("--level makes no sense with --compression none");
         };
         if !range.contains(&level) {
             bail!(
