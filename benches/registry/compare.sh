@@ -11,26 +11,32 @@
 #               skopeo copy --dest-tls-verify=false oci:IMAGE:bench docker://HOST/bench/img:runN
 #               skopeo copy --src-tls-verify=false docker://HOST/bench/img:runN oci:OUT:bench
 #             and the same two copies with `berth copy`. Throughput is image bytes over wall
-#             seconds. Each registry starts fresh for each client, so its peak RSS is that of
-#             one push and one pull.
+#             seconds; the server's CPU time (user + system) is read from /proc for each
+#             copy, a figure that the load of other processes disturbs less than wall time.
+#             Each registry starts fresh for each client, so its peak RSS is that of one push
+#             and one pull.
 #   get       manifest GET by tag under load: `wrk -tWRK_THREADS -cWRK_CONNECTIONS -dDURATION
-#             --latency -s manifest-get.lua` (Accept: the OCI and Docker manifest and index
+#             --timeout WRK_TIMEOUT --latency -s manifest-get.lua` (Accept: the OCI and Docker
+#             manifest and index
 #             types) against a fresh registry holding one small image with LAYERS layers;
 #             requests/s, p99 latency, and the server's peak RSS (VmHWM) after the load.
 #   upload    one BLOB_SIZE blob upload to a fresh registry: POST, then one streamed PATCH
 #             (chunked, fed from a deterministic keystream, never stored), then PUT ?digest=;
-#             throughput and the server's peak RSS.
+#             throughput, the server's CPU time and its peak RSS. Done in the first
+#             UPLOAD_RUNS runs only: a 4 GiB upload takes about a minute per registry here.
 #
 # Usage: benches/registry/compare.sh [--runs N] [--image-size SIZE] [--layers N]
 #                                    [--blob-size SIZE] [--duration D] [--connections N]
-#                                    [--phases "transfer get upload"] [--clients "skopeo berth"]
+#                                    [--upload-runs N] [--phases "transfer get upload"]
+#                                    [--clients "skopeo berth"]
 # The same settings come from the environment: RUNS (3), IMAGE_SIZE (1G), LAYERS (10),
-# BLOB_SIZE (4G), WRK_DURATION (10s), WRK_CONNECTIONS (64), WRK_THREADS (2), PHASES, CLIENTS,
+# BLOB_SIZE (4G), UPLOAD_RUNS (1), WRK_DURATION (10s), WRK_CONNECTIONS (64), WRK_THREADS (2),
+# WRK_TIMEOUT (10s: slow answers count in the latency instead of as errors), PHASES, CLIENTS,
 # SEED (1), BENCH_DIR (/var/tmp/berth-bench-registry: cached images and the per-run roots),
 # BERTH_PORT (5101), DIST_PORT (5102), CARGO_TARGET_DIR (target), BERTH_BIN (a berth binary
 # to use instead of building target/release/berth).
-# The defaults take about 10 minutes on a 2-core machine, plus about a minute to generate the
-# image the first time. The markdown table goes to stdout and to BENCH_DIR/last.md; progress
+# On a busy 2-core machine the defaults take about 10 minutes, plus about 2 minutes the first
+# time to generate the image and hash the upload stream (and whatever building berth takes). The markdown table goes to stdout and to BENCH_DIR/last.md; progress
 # goes to stderr.
 set -euo pipefail
 
@@ -41,9 +47,11 @@ RUNS=${RUNS:-3}
 IMAGE_SIZE=${IMAGE_SIZE:-1G}
 LAYERS=${LAYERS:-10}
 BLOB_SIZE=${BLOB_SIZE:-4G}
+UPLOAD_RUNS=${UPLOAD_RUNS:-1}
 WRK_DURATION=${WRK_DURATION:-10s}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
+WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 PHASES=${PHASES:-transfer get upload}
 CLIENTS=${CLIENTS:-skopeo berth}
 SEED=${SEED:-1}
@@ -70,6 +78,7 @@ while [[ $# -gt 0 ]]; do
     --image-size) IMAGE_SIZE=$2 ;;
     --layers) LAYERS=$2 ;;
     --blob-size) BLOB_SIZE=$2 ;;
+    --upload-runs) UPLOAD_RUNS=$2 ;;
     --duration) WRK_DURATION=$2 ;;
     --connections) WRK_CONNECTIONS=$2 ;;
     --phases) PHASES=$2 ;;
@@ -83,13 +92,15 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "bad run count $RUNS"
+[[ $UPLOAD_RUNS =~ ^[0-9]+$ ]] || die "bad upload run count $UPLOAD_RUNS"
 for phase in $PHASES; do
   [[ $phase =~ ^(transfer|get|upload)$ ]] || die "unknown phase $phase"
 done
 for client in $CLIENTS; do
   [[ $client =~ ^(skopeo|berth)$ ]] || die "unknown client $client"
 done
-for tool in skopeo docker-registry wrk curl openssl pigz tar sha256sum numfmt awk sed; do
+TIME=/usr/bin/time
+for tool in skopeo docker-registry wrk curl openssl pigz tar sha256sum numfmt awk sed "$TIME"; do
   command -v "$tool" >/dev/null ||
     die "$tool is required (apt-get install -y skopeo docker-registry wrk curl openssl pigz)"
 done
@@ -197,6 +208,12 @@ start_server() {
 # Peak resident set of a running server, in KiB.
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/${PID[$1]}/status"; }
 
+# CPU time (user + system) of a running server so far, in seconds.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_secs() {
+  sed 's/^.*) //' "/proc/${PID[$1]}/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / hz }'
+}
+
 record() { printf '%s %s %s %s\n' "$@" >>"$RESULTS"; }
 
 # timed VAR CMD...: runs CMD and stores its wall time in seconds in VAR.
@@ -209,35 +226,48 @@ timed() {
   printf -v "$var" '%s' "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
 }
 
-# The order of the pair for step N: berth first for even N, distribution first for odd N.
+# The order of a pair: berth first for even N, distribution first for odd N. Each measurement
+# passes the run number plus an offset of its own, so its order flips from run to run and the
+# measurements of one run do not all start with the same registry.
 pair_order() {
   if (($1 % 2 == 0)); then echo berth distribution; else echo distribution berth; fi
 }
 
+# The clients run under /usr/bin/time, which leaves their CPU time in $WORK/client-cpu.
+client_cpu() { awk '{ print $1 + $2 }' "$WORK/client-cpu"; }
 push_skopeo() {
-  skopeo --policy "$POLICY" copy --quiet --dest-tls-verify=false "oci:$1:bench" "docker://$2"
+  "$TIME" -f '%U %S' -o "$WORK/client-cpu" \
+    skopeo --policy "$POLICY" copy --quiet --dest-tls-verify=false "oci:$1:bench" "docker://$2"
 }
 pull_skopeo() {
-  skopeo --policy "$POLICY" copy --quiet --src-tls-verify=false "docker://$1" "oci:$2:bench"
+  "$TIME" -f '%U %S' -o "$WORK/client-cpu" \
+    skopeo --policy "$POLICY" copy --quiet --src-tls-verify=false "docker://$1" "oci:$2:bench"
 }
 push_berth() {
-  "$BERTH" copy --progress quiet --tmpdir "$WORK" "oci:$1:bench" "docker://$2" >/dev/null
+  "$TIME" -f '%U %S' -o "$WORK/client-cpu" \
+    "$BERTH" copy --progress quiet --tmpdir "$WORK" "oci:$1:bench" "docker://$2" >/dev/null
 }
 pull_berth() {
-  "$BERTH" copy --progress quiet --tmpdir "$WORK" "docker://$1" "oci:$2:bench" >/dev/null
+  "$TIME" -f '%U %S' -o "$WORK/client-cpu" \
+    "$BERTH" copy --progress quiet --tmpdir "$WORK" "docker://$1" "oci:$2:bench" >/dev/null
 }
 
-STEP=0
 transfer_phase() {
-  local run=$1 client name ref out t_push t_pull
+  local run=$1 client name ref out t_push t_pull c0 c1 c2 k_push k_pull offset=0
   for client in $CLIENTS; do
-    for name in $(pair_order "$STEP"); do
+    offset=$((offset + 1))
+    for name in $(pair_order $((run + offset))); do
       start_server "$name"
       ref=127.0.0.1:${PORT[$name]}/bench/img:run$run
       out=$WORK/pulled
       rm -rf "$out"
+      c0=$(cpu_secs "$name")
       timed t_push "push_$client" "$IMAGE" "$ref"
+      c1=$(cpu_secs "$name")
+      k_push=$(client_cpu)
       timed t_pull "pull_$client" "$ref" "$out"
+      c2=$(cpu_secs "$name")
+      k_pull=$(client_cpu)
       grep -q "$IMAGE_DIGEST" "$out/index.json" ||
         die "$client pulled something else than $IMAGE_DIGEST from $name"
       record "$run" "push.$client" "$name" "$(awk -v b="$IMAGE_BYTES" -v t="$t_push" 'BEGIN { print b / 1e6 / t }')"
@@ -245,11 +275,14 @@ transfer_phase() {
       record "$run" "xfer.$client" "$name" \
         "$(awk -v b="$IMAGE_BYTES" -v p="$t_push" -v q="$t_pull" 'BEGIN { print 2 * b / 1e6 / (p + q) }')"
       record "$run" "rss_xfer.$client" "$name" "$(peak_rss_kib "$name")"
+      record "$run" "cpu_push.$client" "$name" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')"
+      record "$run" "cpu_pull.$client" "$name" "$(awk -v a="$c1" -v b="$c2" 'BEGIN { print b - a }')"
+      record "$run" "client_push.$client" "$name" "$k_push"
+      record "$run" "client_pull.$client" "$name" "$k_pull"
       log "run $run: $client via $name: push ${t_push}s, pull ${t_pull}s"
       stop_server "$name"
       rm -rf "$out"
     done
-    STEP=$((STEP + 1))
   done
 }
 
@@ -266,7 +299,7 @@ to_ms() {
 
 get_phase() {
   local run=$1 name url out rps p99 bad digest
-  for name in $(pair_order "$STEP"); do
+  for name in $(pair_order "$run"); do
     start_server "$name"
     skopeo --policy "$POLICY" copy --quiet --dest-tls-verify=false "oci:$SMALL:bench" \
       "docker://127.0.0.1:${PORT[$name]}/bench/small:bench"
@@ -275,7 +308,7 @@ get_phase() {
       awk 'tolower($1) == "docker-content-digest:" { print $2 }')
     [[ $digest == "$SMALL_DIGEST" ]] || die "$name answers $url with digest '$digest'"
     out=$WORK/wrk-$name-$run.txt
-    wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --timeout "$WRK_TIMEOUT" --latency \
       -s "$HERE/manifest-get.lua" "$url" >"$out"
     rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$out")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -288,7 +321,6 @@ get_phase() {
     log "run $run: manifest GET on $name: $rps req/s, p99 ${p99}ms, errors $bad"
     stop_server "$name"
   done
-  STEP=$((STEP + 1))
 }
 
 # location_of HEADERS BASE: the last Location header, made absolute.
@@ -300,34 +332,51 @@ location_of() {
   printf '%s\n' "$loc"
 }
 
-upload_blob() {
-  local base=$1 hdr=$WORK/headers loc sep status
-  curl -fsS -X POST -D "$hdr" -o /dev/null "$base/v2/bench/big/blobs/uploads/"
-  loc=$(location_of "$hdr" "$base")
+# patch_blob LOCATION HEADERS: the whole blob in one chunked PATCH.
+patch_blob() {
   bash "$GEN" stream "$BLOB_BYTES" "$SEED" blob |
     curl -fsS -X PATCH -H 'Content-Type: application/octet-stream' -H 'Expect:' -T - \
-      -D "$hdr" -o /dev/null "$loc"
-  loc=$(location_of "$hdr" "$base")
-  if [[ $loc == *\?* ]]; then sep='&'; else sep='?'; fi
+      -D "$2" -o /dev/null "$1"
+}
+
+# put_blob LOCATION: completes the upload; the answer must be 201.
+put_blob() {
+  local sep status
+  if [[ $1 == *\?* ]]; then sep='&'; else sep='?'; fi
   status=$(curl -fsS -X PUT -H 'Content-Length: 0' -o /dev/null -w '%{http_code}' \
-    "$loc${sep}digest=$BLOB_DIGEST")
+    "$1${sep}digest=$BLOB_DIGEST")
   [[ $status == 201 ]] || die "upload commit answered $status"
 }
 
+# upload_blob BASE: POST, PATCH, PUT; leaves the wall time of the PATCH and of the PUT in
+# T_PATCH and T_PUT.
+upload_blob() {
+  local base=$1 hdr=$WORK/headers loc
+  curl -fsS -X POST -D "$hdr" -o /dev/null "$base/v2/bench/big/blobs/uploads/"
+  loc=$(location_of "$hdr" "$base")
+  timed T_PATCH patch_blob "$loc" "$hdr"
+  loc=$(location_of "$hdr" "$base")
+  timed T_PUT put_blob "$loc"
+}
+
 upload_phase() {
-  local run=$1 name base t size
-  for name in $(pair_order "$STEP"); do
+  local run=$1 name base t size c0
+  ((run <= UPLOAD_RUNS)) || return 0
+  for name in $(pair_order $((run + 1))); do
     start_server "$name"
     base=http://127.0.0.1:${PORT[$name]}
+    c0=$(cpu_secs "$name")
     timed t upload_blob "$base"
+    record "$run" cpu_upload "$name" "$(awk -v a="$c0" -v b="$(cpu_secs "$name")" 'BEGIN { print b - a }')"
     size=$(curl -fsS -I -o /dev/null -w '%header{content-length}' "$base/v2/bench/big/blobs/$BLOB_DIGEST")
     [[ $size == "$BLOB_BYTES" ]] || die "$name holds $size bytes for the blob, not $BLOB_BYTES"
     record "$run" upload "$name" "$(awk -v b="$BLOB_BYTES" -v t="$t" 'BEGIN { print b / 1e6 / t }')"
     record "$run" rss_upload "$name" "$(peak_rss_kib "$name")"
-    log "run $run: $BLOB_SIZE upload to $name: ${t}s, peak RSS $(peak_rss_kib "$name") KiB"
+    record "$run" patch_s "$name" "$T_PATCH"
+    record "$run" put_s "$name" "$T_PUT"
+    log "run $run: $BLOB_SIZE upload to $name: ${t}s (PATCH ${T_PATCH}s, PUT ${T_PUT}s), peak RSS $(peak_rss_kib "$name") KiB"
     stop_server "$name"
   done
-  STEP=$((STEP + 1))
 }
 
 log "image: $IMAGE ($IMAGE_BYTES bytes, $LAYERS layers); runs: $RUNS; phases: $PHASES"
@@ -406,12 +455,36 @@ table() {
   row "peak RSS, $BLOB_SIZE blob upload (MiB)" rss_upload 1024 abs:64
 }
 
+# Where the time goes: CPU seconds (user + system) of the server and of the client, and the
+# wall time of the two requests of the large upload.
+cpu_table() {
+  local client c
+  echo "| Where the time goes (s) | berth | distribution | berth/distribution |"
+  echo "|---|---|---|---|"
+  for client in $CLIENTS; do
+    c=$client
+    [[ $c == berth ]] && c="berth copy"
+    row "server CPU, push $IMAGE_SIZE with $c" "cpu_push.$client" 1 -
+    row "client CPU ($c), same push" "client_push.$client" 1 -
+    row "server CPU, pull $IMAGE_SIZE with $c" "cpu_pull.$client" 1 -
+    row "client CPU ($c), same pull" "client_pull.$client" 1 -
+  done
+  row "server CPU, $BLOB_SIZE blob upload" cpu_upload 1 -
+  row "wall, $BLOB_SIZE upload: the PATCH carrying the bytes" patch_s 1 -
+  row "wall, $BLOB_SIZE upload: the PUT that commits" put_s 1 -
+}
+
 {
-  echo "Medians of $RUNS runs; ratios are medians of per-run ratios. $(nproc) CPUs, load average" \
-    "$(cut -d' ' -f1-3 /proc/loadavg) at the end; berth $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')," \
+  echo "Runs: $RUNS ($((UPLOAD_RUNS < RUNS ? UPLOAD_RUNS : RUNS)) for the upload); figures are medians over the runs, ratios" \
+    "medians of the per-run ratios. $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
+    "berth $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')," \
     "distribution $(docker-registry --version | awk '{ print $3 }'), skopeo $(skopeo --version | awk '{ print $3 }')."
   echo
   table
+  if [[ " $PHASES " == *" transfer "* || " $PHASES " == *" upload "* ]]; then
+    echo
+    cpu_table | sed 's/ |  |  |$/ |/'
+  fi
   errors=$(awk '$2 == "get_errors" { n += $4 } END { print n + 0 }' "$RESULTS")
   if ((errors > 0)); then
     echo
