@@ -13,6 +13,7 @@ PACKAGES=(
   podman           # second registry client in the interop tests
   tar gzip coreutils
   hyperfine time   # benchmarks: repeated timings, peak RSS
+  wrk              # benchmarks: HTTP load on the registry
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

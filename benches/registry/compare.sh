@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of `berth registry serve` against CNCF distribution (`docker-registry`),
 # both run here, on different ports, each with a fresh root on the same filesystem, with the
-# same clients and the same load. Every run measures both registries, and the order within a
-# pair flips from one pair to the next (A B, B A, ...). Figures are medians over the runs;
-# ratios are medians of the per-run ratios berth/distribution.
+# same clients and the same load. Every run measures both registries, and the order within
+# each pair flips from one run to the next (A B, then B A, ...). Figures are medians over the
+# runs; ratios are medians of the per-run ratios berth/distribution.
 #
 # Phases (each run does all the selected ones):
 #   transfer  push then pull of a generated image (IMAGE_SIZE in LAYERS gzip layers of
@@ -17,9 +17,9 @@
 #             and one pull.
 #   get       manifest GET by tag under load: `wrk -tWRK_THREADS -cWRK_CONNECTIONS -dDURATION
 #             --timeout WRK_TIMEOUT --latency -s manifest-get.lua` (Accept: the OCI and Docker
-#             manifest and index
-#             types) against a fresh registry holding one small image with LAYERS layers;
-#             requests/s, p99 latency, and the server's peak RSS (VmHWM) after the load.
+#             manifest and index types) against a fresh registry holding one small image with
+#             LAYERS layers; requests/s, p99 latency, and the server's peak RSS (VmHWM) after
+#             the load.
 #   upload    one BLOB_SIZE blob upload to a fresh registry: POST, then one streamed PATCH
 #             (chunked, fed from a deterministic keystream, never stored), then PUT ?digest=;
 #             throughput, the server's CPU time and its peak RSS. Done in the first
@@ -35,9 +35,9 @@
 # SEED (1), BENCH_DIR (/var/tmp/berth-bench-registry: cached images and the per-run roots),
 # BERTH_PORT (5101), DIST_PORT (5102), CARGO_TARGET_DIR (target), BERTH_BIN (a berth binary
 # to use instead of building target/release/berth).
-# On a busy 2-core machine the defaults take about 10 minutes, plus about 2 minutes the first
-# time to generate the image and hash the upload stream (and whatever building berth takes). The markdown table goes to stdout and to BENCH_DIR/last.md; progress
-# goes to stderr.
+# On a busy 2-core machine the defaults take about 8 minutes, plus about 1.5 minutes the first
+# time to generate the image and hash the upload stream, plus whatever building berth takes.
+# The markdown tables go to stdout and to BENCH_DIR/last.md; progress goes to stderr.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
