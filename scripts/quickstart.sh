@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-cargo build --release --locked --bin berth
-BERTH=$PWD/target/release/berth
+# BERTH_BIN lets the test suite reuse the binary it has already built instead of a second,
+# release build of the whole tree.
+if [[ -n ${BERTH_BIN:-} ]]; then
+  BERTH=$BERTH_BIN
+else
+  cargo build --release --locked --bin berth
+  BERTH=$PWD/target/release/berth
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

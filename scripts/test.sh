@@ -20,4 +20,4 @@ echo "== cargo test" >&2
 cargo test --workspace --locked
 
 echo "== quick start" >&2
-bash scripts/quickstart.sh
+BERTH_BIN=$PWD/target/debug/berth bash scripts/quickstart.sh
