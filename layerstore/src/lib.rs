@@ -7,6 +7,7 @@
 //! - [`archive`]: the deterministic tar writer and the safe layer applier;
 //! - [`compress`]: parallel gzip and multithreaded zstd encoders;
 //! - [`layer`]: the layer pipeline (tar -> diff_id, compress, digest) in one pass;
+//! - [`snapshot`]: layers extracted once by diff_id; build steps' root filesystems over them;
 //! - [`image`]: manifests, indexes and configs, the OCI image layout and docker-archive.
 
 pub mod archive;
@@ -16,6 +17,7 @@ pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod media;
+pub mod snapshot;
 
 pub use digest::{Algorithm, Digest, DigestError};
 pub use media::Compression;

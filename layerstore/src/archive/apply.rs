@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 use crate::media::Compression;
 
 use super::reader::{Budget, Limited, RawEntry, ReadError, TarReader};
-use super::{ArchiveError, OPAQUE_WHITEOUT, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, sys};
+use super::{
+    ArchiveError, OPAQUE_WHITEOUT, OverlayNamespace, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, sys,
+};
 
 /// Size of the buffer file data is copied through.
 const COPY_CHUNK: usize = 1 << 20;
@@ -47,6 +49,26 @@ pub struct ApplyOptions {
     /// Apply extended attributes from `SCHILY.xattr.*` PAX records (default `true`). Attributes
     /// the filesystem refuses (`ENOTSUP`, `EPERM`) are skipped and counted, as Docker does.
     pub xattrs: bool,
+    /// What whiteout entries do (default [`WhiteoutMode::Apply`]).
+    pub whiteouts: WhiteoutMode,
+}
+
+/// How [`apply_layer`] treats whiteout entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhiteoutMode {
+    /// Delete what lower layers put in the destination, as the image spec's "Applying
+    /// Changesets" describes.
+    #[default]
+    Apply,
+    /// Record them in the destination the way overlayfs records deletions in an upper
+    /// directory, so that the destination can serve as an overlayfs lower directory (as
+    /// containerd unpacks layers for its overlay snapshotter): `dir/.wh.name` becomes a
+    /// character device 0/0 `dir/name`, `dir/.wh..wh..opq` sets the namespace's
+    /// `overlay.opaque` attribute of `dir` to `y`, and a directory of the layer that replaces a
+    /// whiteout of the same layer is marked opaque as well. The device needs `CAP_MKNOD` (or
+    /// Linux 5.8, which lets anyone create a 0/0 whiteout), the `trusted.` namespace needs
+    /// `CAP_SYS_ADMIN`.
+    Overlay(OverlayNamespace),
 }
 
 impl Default for ApplyOptions {
@@ -57,6 +79,7 @@ impl Default for ApplyOptions {
             max_header_bytes: 16 << 20,
             preserve_owner: true,
             xattrs: true,
+            whiteouts: WhiteoutMode::Apply,
         }
     }
 }
@@ -142,6 +165,7 @@ pub fn apply_layer<R: Read>(
             stack: Vec::new(),
         },
         layer_paths: HashSet::new(),
+        whiteout_nodes: HashSet::new(),
         deferred: Vec::new(),
         buf: vec![0u8; COPY_CHUNK],
         stats: ApplyStats::default(),
@@ -322,6 +346,9 @@ struct Applier<'o> {
     /// Paths this layer put in place, with all their ancestors (so the set is closed under
     /// taking parents): whiteouts leave them alone and opaque directories keep them.
     layer_paths: HashSet<Vec<u8>>,
+    /// Whiteouts this layer recorded as 0/0 devices ([`WhiteoutMode::Overlay`]): a directory of
+    /// the layer that replaces one is made opaque, as it hides what lower layers had there.
+    whiteout_nodes: HashSet<Vec<u8>>,
     deferred: Vec<DeferredDir>,
     buf: Vec<u8>,
     stats: ApplyStats,
@@ -421,6 +448,12 @@ impl Applier<'_> {
             }
             let dir = sys::open_dir_at(pfd, &name_c)
                 .map_err(|e| ArchiveError::io(entry_path, "opening", e))?;
+            if let WhiteoutMode::Overlay(ns) = opts.whiteouts {
+                if !existing_is_dir && self.whiteout_nodes.remove(&join_bytes(&comps)) {
+                    sys::fsetxattr(dir.as_fd(), ns.opaque_xattr(), b"y")
+                        .map_err(|e| ArchiveError::io(entry_path, "marking opaque", e))?;
+                }
+            }
             if opts.preserve_owner {
                 std::os::unix::fs::fchown(&dir, Some(meta.uid), Some(meta.gid))
                     .map_err(|e| ArchiveError::io(entry_path, "changing owner of", e))?;
@@ -549,9 +582,20 @@ impl Applier<'_> {
         target: &[u8],
         entry_path: &Path,
     ) -> Result<(), ArchiveError> {
+        let overlay = match self.opts.whiteouts {
+            WhiteoutMode::Apply => None,
+            WhiteoutMode::Overlay(ns) => Some(ns),
+        };
         if name == OPAQUE_WHITEOUT.as_bytes() {
             self.stats.whiteouts += 1;
-            let Some(dir) = self.dirs.resolve(parent, Resolve::Existing, entry_path)? else {
+            // Recorded as overlayfs does, the marker needs its directory even when the layer
+            // did not list it; applied, it only clears what is there.
+            let resolve = if overlay.is_some() {
+                Resolve::Create
+            } else {
+                Resolve::Existing
+            };
+            let Some(dir) = self.dirs.resolve(parent, resolve, entry_path)? else {
                 return Ok(());
             };
             let dir = dir
@@ -559,6 +603,10 @@ impl Applier<'_> {
                 .map_err(|e| ArchiveError::io(entry_path, "opening", e))?;
             let mut base = join_bytes(parent);
             let layer_paths = &self.layer_paths;
+            if let Some(ns) = overlay {
+                sys::fsetxattr(dir.as_fd(), ns.opaque_xattr(), b"y")
+                    .map_err(|e| ArchiveError::io(entry_path, "marking opaque", e))?;
+            }
             prune(dir, &mut base, &|p| layer_paths.contains(p))
                 .map_err(|e| ArchiveError::io(entry_path, "clearing opaque directory for", e))?;
             return Ok(());
@@ -582,7 +630,12 @@ impl Applier<'_> {
             return Ok(());
         }
         let target_c = sys::cstring(target).map_err(|_| invalid_name(entry_path))?;
-        let Some(dir) = self.dirs.resolve(parent, Resolve::Existing, entry_path)? else {
+        let resolve = if overlay.is_some() {
+            Resolve::Create
+        } else {
+            Resolve::Existing
+        };
+        let Some(dir) = self.dirs.resolve(parent, resolve, entry_path)? else {
             return Ok(());
         };
         if let Some(st) =
@@ -590,6 +643,12 @@ impl Applier<'_> {
         {
             remove_at(dir, &target_c, &st)
                 .map_err(|e| ArchiveError::io(entry_path, "applying whiteout", e))?;
+        }
+        if overlay.is_some() {
+            // overlayfs' whiteout: a character device 0/0, mode 0.
+            sys::mknod_at(dir, &target_c, libc::S_IFCHR, 0)
+                .map_err(|e| ArchiveError::io(entry_path, "creating whiteout for", e))?;
+            self.whiteout_nodes.insert(victim);
         }
         Ok(())
     }

@@ -15,18 +15,22 @@
 //!
 //! The applier ([`apply_layer`]) extracts a gzip, zstd or plain layer onto a directory the way the
 //! spec's "Applying Changesets" describes, without ever following a symlink or writing outside
-//! the destination, and within bounds on the bytes and entries it will expand.
+//! the destination, and within bounds on the bytes and entries it will expand. With
+//! [`WhiteoutMode::Overlay`] it keeps whiteouts the way overlayfs keeps them in an upper
+//! directory instead of applying them, so that the result can serve as an overlayfs lower
+//! directory (the snapshot store extracts layers so).
 
 mod apply;
 mod reader;
 mod sys;
 mod writer;
 
+use std::ffi::CStr;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use apply::{ApplyOptions, ApplyStats, apply_layer};
+pub use apply::{ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
 pub use writer::{Change, ChangeKind, TarOptions, write_changes, write_dir};
 
 /// Prefix of a whiteout file's name: `.wh.name` deletes `name` of the lower layers.
@@ -35,6 +39,26 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 /// Prefix of the AUFS metadata names (`.wh..wh.plnk`, ...): such entries are skipped on apply.
 pub const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
+
+/// The extended attribute namespace of overlayfs' own attributes: `trusted.` when the mount is
+/// made with `CAP_SYS_ADMIN`, `user.` with the `userxattr` mount option (in a user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverlayNamespace {
+    /// `trusted.overlay.*`.
+    Trusted,
+    /// `user.overlay.*` (mount option `userxattr`).
+    User,
+}
+
+impl OverlayNamespace {
+    /// The attribute that marks a directory opaque (set to `y`).
+    pub fn opaque_xattr(self) -> &'static CStr {
+        match self {
+            OverlayNamespace::Trusted => c"trusted.overlay.opaque",
+            OverlayNamespace::User => c"user.overlay.opaque",
+        }
+    }
+}
 
 /// Errors of the tar writer and of the layer applier. Each names the file or entry it is about.
 #[derive(Debug, thiserror::Error)]
