@@ -2,11 +2,17 @@
 //!
 //! Runs containers, for the builder's RUN steps and for ECS-like tasks.
 //!
-//! This crate will hold:
-//! - `sandbox`: the only code in berth that mounts, unshares or execs containers. It builds an
-//!   OCI runtime `config.json` and runs it through runc (or another runtime);
-//! - task definitions, tasks and their state machine, services with a TCP load balancer, and the
-//!   two capacity pools: EC2 (bin-packed onto registered instances) and Fargate (one sandbox and
-//!   one network namespace per task, billed per use).
+//! - [`sandbox`]: the only code in berth that mounts, unshares or execs containers. It runs one
+//!   process in a root filesystem (a directory, or an overlay of lower directories plus an upper
+//!   directory that it mounts and unmounts itself) through an OCI runtime: runc by default, or
+//!   another with the same command line. It builds the runtime's `config.json` with `oci-spec`,
+//!   resolves `USER` through the image's own passwd and group files, generates `/etc/hosts`,
+//!   `/etc/resolv.conf` and `/etc/hostname`, streams the output, reports the exit code and
+//!   cleans up after itself whatever happens.
 //!
-//! It is not filled in yet.
+//! Still to come: task definitions, tasks and their state machine, services with a TCP load
+//! balancer, and the two capacity pools: EC2 (bin-packed onto registered instances) and Fargate
+//! (one sandbox and one network namespace per task, billed per use). That part is not filled in
+//! yet.
+
+pub mod sandbox;

@@ -1,0 +1,472 @@
+//! The container sandbox: runs one process in a root filesystem through an OCI runtime.
+//!
+//! This is the only code in berth that mounts, unshares or execs containers. The builder's RUN
+//! steps and the task runner describe what to run with a [`RunSpec`] and get back the exit code
+//! and the output; they never mount anything themselves.
+//!
+//! ```no_run
+//! use berth_runner::sandbox::{ProcessSpec, RootfsSpec, RunSpec, Sandbox};
+//!
+//! let sandbox = Sandbox::builder().root("/var/lib/berth/sandbox").build()?;
+//! let spec = RunSpec::new(
+//!     RootfsSpec::Overlay {
+//!         lower: vec!["/snapshots/2/fs".into(), "/snapshots/1/fs".into()],
+//!         upper: "/snapshots/3/fs".into(),
+//!         work: "/snapshots/3/work".into(),
+//!     },
+//!     ProcessSpec::new(["/bin/sh", "-c", "apk add curl"]),
+//! );
+//! let status = sandbox.run(&spec, &mut |_stream, bytes| {
+//!     print!("{}", String::from_utf8_lossy(bytes));
+//! })?;
+//! println!("exit code {}", status.code());
+//! # Ok::<(), berth_runner::sandbox::Error>(())
+//! ```
+//!
+//! # One run
+//! A run gets a state directory `<root>/<id>` holding its lock, the runtime's own state
+//! (`runc/`), `config.json` (the directory is the bundle), the generated `etc/hosts`,
+//! `etc/resolv.conf` and `etc/hostname`, and for an overlay the merged mount point `rootfs/`.
+//! In order, [`Sandbox::run`]:
+//! 1. mounts the overlay (lower directories read-only, top first, plus the upper and work
+//!    directories) on `rootfs/`, or takes the plain directory as it is. `index`, `redirect_dir`
+//!    and `metacopy` are turned off where the kernel knows them, as Docker's overlay2 driver
+//!    does, so that the upper directory is a plain diff (whiteouts are 0/0 character devices,
+//!    opaque directories carry `trusted.overlay.opaque`);
+//! 2. resolves `USER` through the image's `/etc/passwd` and `/etc/group` (see [`resolve_user`]),
+//!    and creates the working directory if it is missing, owned by that user;
+//! 3. writes `config.json` (below) and notes which mount destinations are missing, since the
+//!    runtime will create stubs for them;
+//! 4. runs `<runtime> --root <state>/runc run --bundle <state> <id>`, streaming stdout and
+//!    stderr to the caller as they arrive;
+//! 5. cleans up, whatever happened: kills and deletes the container if it is still there, removes
+//!    the mount stubs the runtime created (and the directories overlayfs copied up for them),
+//!    unmounts the overlay and removes the state directory. A guard does the same when the
+//!    caller's output callback panics.
+//!
+//! The upper directory then holds only the command's own changes: the diff for a layer.
+//!
+//! # config.json
+//! Built with `oci-spec`, every field set explicitly, to match what `docker build` gives a RUN
+//! step (BuildKit's runc executor over containerd's and Docker's default specs):
+//! - namespaces: mount, pid, ipc and uts; network only for [`Network::None`] (the runtime brings
+//!   up `lo` in it). No user or cgroup namespace;
+//! - capabilities: Docker's default set ([`DEFAULT_CAPABILITIES`]) in the bounding, effective and
+//!   permitted sets; the inheritable and ambient sets empty, as Docker has done since 23.0;
+//! - `noNewPrivileges` false, so setuid binaries such as `su` work in a step;
+//! - rlimits: `RLIMIT_NOFILE` [`NOFILE_LIMIT`] soft and hard, as `docker build` gives a step,
+//!   lowered to what this process may set: `fs.nr_open`, and its own hard limit when it lacks
+//!   `CAP_SYS_RESOURCE` (the runtime would fail to set more);
+//! - mounts: Docker's `/proc`, `/dev` (tmpfs), `/dev/pts`, `/sys` (read-only), `/sys/fs/cgroup`
+//!   (read-only), `/dev/mqueue` and `/dev/shm`; then the generated `/etc/resolv.conf`,
+//!   `/etc/hosts` and `/etc/hostname`, bound read-only as BuildKit binds them; then
+//!   [`RunSpec::mounts`];
+//! - masked and read-only paths: Docker's ([`MASKED_PATHS`], [`READONLY_PATHS`]);
+//! - device cgroup: deny everything and let the runtime add its default allow list (null, zero,
+//!   full, random, urandom, tty, ptmx, pts), as containerd's default spec does;
+//! - hostname: [`DEFAULT_HOSTNAME`] unless the run or the sandbox names another; no cgroups path
+//!   (the runtime's default, `/<id>`), no seccomp and no AppArmor profile.
+//!
+//! # Leftovers
+//! A run that is killed with the calling process leaves its state directory behind. Every
+//! directory holds a lock while its run is alive; [`Sandbox::sweep`], which
+//! [`SandboxBuilder::build`] calls, deletes the containers of directories whose lock is free,
+//! unmounts what is mounted under them and removes them. The mount stubs such a run left in an
+//! upper directory are not removed: a step whose run was killed has no layer to take.
+
+mod error;
+mod etc;
+mod mount;
+mod path;
+mod run;
+mod runtime;
+mod spec;
+mod stubs;
+mod user;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use error::Error;
+pub use mount::mounts_under;
+pub use spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, NOFILE_LIMIT, READONLY_PATHS};
+pub use user::{GROUP_PATH, PASSWD_PATH, User, resolve_user};
+
+use runtime::Runtime;
+
+/// The runtime used when none is given: `runc`, looked up on `PATH`.
+pub const DEFAULT_RUNTIME: &str = "runc";
+/// The state root used when none is given.
+pub const DEFAULT_ROOT: &str = "/run/berth/sandbox";
+/// The hostname a process sees when none is given: `docker build`'s.
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+/// The `PATH` a process gets when its environment has none: Docker's.
+pub const DEFAULT_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs processes in containers. Cheap to share: [`Sandbox::run`] takes `&self`, and runs on
+/// different threads are independent.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    config: Config,
+}
+
+/// The sandbox's settings, fixed when it is built.
+#[derive(Debug, Clone)]
+struct Config {
+    runtime: Runtime,
+    root: PathBuf,
+    hostname: String,
+}
+
+/// Builds a [`Sandbox`].
+#[derive(Debug, Clone, Default)]
+pub struct SandboxBuilder {
+    runtime: Option<PathBuf>,
+    root: Option<PathBuf>,
+    hostname: Option<String>,
+}
+
+impl SandboxBuilder {
+    /// The OCI runtime: a path, or a name looked up on `PATH`. Default: [`DEFAULT_RUNTIME`].
+    /// Any runtime with runc's command line (`--root`, `--log`, `run --bundle`, `kill`,
+    /// `delete --force`) will do.
+    pub fn runtime(mut self, runtime: impl Into<PathBuf>) -> Self {
+        self.runtime = Some(runtime.into());
+        self
+    }
+
+    /// The directory that holds one state directory per run. Default: [`DEFAULT_ROOT`].
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The hostname processes see unless a run names its own. Default: [`DEFAULT_HOSTNAME`].
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Checks that the runtime exists, creates the state root and sweeps what crashed runs
+    /// left in it.
+    pub fn build(self) -> Result<Sandbox, Error> {
+        let runtime = Runtime::locate(
+            self.runtime
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_RUNTIME)),
+        )?;
+        let root = self.root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(&root)
+            .map_err(|e| Error::io("create", &root, e))?;
+        let root = std::fs::canonicalize(&root).map_err(|e| Error::io("resolve", &root, e))?;
+        let hostname = self
+            .hostname
+            .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+        validate_hostname(&hostname)?;
+        let sandbox = Sandbox {
+            config: Config {
+                runtime,
+                root,
+                hostname,
+            },
+        };
+        if let Err(err) = sandbox.sweep() {
+            tracing::warn!(%err, "cannot sweep the sandbox state root");
+        }
+        Ok(sandbox)
+    }
+}
+
+impl Sandbox {
+    /// A builder with the defaults.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The runtime binary, resolved to an absolute path.
+    pub fn runtime(&self) -> &Path {
+        self.config.runtime.path()
+    }
+
+    /// The state root, resolved to an absolute path.
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// Runs `spec` to completion, handing its output to `on_output` as it arrives.
+    ///
+    /// Returns the process's exit code, non-zero included: a failing command is a result, not
+    /// an error. Errors are the sandbox's own failures (a runtime that cannot start the
+    /// container, an unknown user, a mount that fails, ...) and cancellation. The calling thread
+    /// is blocked until the run is over and cleaned up.
+    pub fn run(
+        &self,
+        spec: &RunSpec,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<ExitStatus, Error> {
+        run::execute(&self.config, spec, on_output)
+    }
+
+    /// Runs `spec` and collects its output.
+    pub fn output(&self, spec: &RunSpec) -> Result<Output, Error> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let status = self.run(spec, &mut |stream, bytes| match stream {
+            Stream::Stdout => stdout.extend_from_slice(bytes),
+            Stream::Stderr => stderr.extend_from_slice(bytes),
+        })?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Cleans up the state directories of runs that are no longer alive (their process was
+    /// killed): deletes their containers, unmounts and removes them. Returns how many were
+    /// removed.
+    pub fn sweep(&self) -> Result<usize, Error> {
+        run::sweep(&self.config)
+    }
+}
+
+/// What to run and in what.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The root filesystem.
+    pub rootfs: RootfsSpec,
+    /// The process.
+    pub process: ProcessSpec,
+    /// The network the process sees. Default: the host's.
+    pub network: Network,
+    /// The hostname; default: the sandbox's.
+    pub hostname: Option<String>,
+    /// Mounts beyond the standard ones, mounted in order after them.
+    pub mounts: Vec<Mount>,
+    /// Mount the root filesystem read-only.
+    pub readonly_rootfs: bool,
+    /// Cancels the run from another thread.
+    pub cancel: Option<CancelToken>,
+}
+
+impl RunSpec {
+    /// A run of `process` in `rootfs` with the host's network and no extra mounts.
+    pub fn new(rootfs: RootfsSpec, process: ProcessSpec) -> Self {
+        RunSpec {
+            rootfs,
+            process,
+            network: Network::default(),
+            hostname: None,
+            mounts: Vec::new(),
+            readonly_rootfs: false,
+            cancel: None,
+        }
+    }
+}
+
+/// The process to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program and its arguments; the program is looked up on the process's `PATH`.
+    pub args: Vec<String>,
+    /// `KEY=value` entries. `PATH` ([`DEFAULT_PATH_ENV`]) and `HOME` (the user's home from
+    /// passwd, else `/`) are added when missing.
+    pub env: Vec<String>,
+    /// The working directory, absolute; created (owned by the user) when missing.
+    pub cwd: PathBuf,
+    /// The `USER` value: `name`, `uid`, `name:group`, `uid:gid`, ...; empty for root.
+    pub user: String,
+    /// A terminal for the process. Not supported yet: must be false.
+    pub tty: bool,
+}
+
+impl ProcessSpec {
+    /// `args` as root in `/`, with an empty environment.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ProcessSpec {
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            user: String::new(),
+            tty: false,
+        }
+    }
+}
+
+/// The root filesystem of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSpec {
+    /// A directory used as it is: the process's changes are made in it.
+    Dir(PathBuf),
+    /// An overlay the sandbox mounts for the run and unmounts afterwards: the process's changes
+    /// land in `upper`, and deleted lower files become whiteouts (0/0 character devices).
+    Overlay {
+        /// Read-only lower directories, top first. May be empty (an empty root).
+        lower: Vec<PathBuf>,
+        /// The directory that receives the changes.
+        upper: PathBuf,
+        /// overlayfs's work directory: empty, on the same filesystem as `upper`.
+        work: PathBuf,
+    },
+}
+
+/// A mount beyond the standard ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A recursive bind mount of a host path.
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// The container path.
+        target: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A tmpfs (`nosuid`, `nodev`).
+    Tmpfs {
+        /// The container path.
+        target: PathBuf,
+        /// Its size in bytes; default: the kernel's (half the memory).
+        size: Option<u64>,
+        /// The mode of its root directory; default: the kernel's (1777).
+        mode: Option<u32>,
+    },
+}
+
+impl Mount {
+    /// The container path.
+    pub fn target(&self) -> &Path {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// The network a process sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The host's network namespace, as `docker build` gives a step by default; `/etc/resolv.conf`
+    /// is the host's.
+    #[default]
+    Host,
+    /// A network namespace of its own with only the loopback interface, up.
+    None,
+}
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error (which also carries the runtime's own error messages).
+    Stderr,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    code: i32,
+}
+
+impl ExitStatus {
+    /// The exit code; a process killed by signal `n` gives `128 + n`, as a shell reports it.
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// Whether the code is 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code: {}", self.code)
+    }
+}
+
+/// A finished run with its collected output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything written to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything written to standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// Cancels a run from another thread: the container is killed, cleaned up, and
+/// [`Sandbox::run`] returns [`Error::Cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+
+    /// Cancels every run that holds a clone of this token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A hostname the kernel takes: 1 to 64 bytes, letters, digits, `-` and `.`.
+fn validate_hostname(hostname: &str) -> Result<(), Error> {
+    let valid = !hostname.is_empty()
+        && hostname.len() <= 64
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!("invalid hostname {hostname:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert!(validate_hostname("buildkitsandbox").is_ok());
+        assert!(validate_hostname("a-b.c").is_ok());
+        assert!(validate_hostname("").is_err());
+        assert!(validate_hostname("has space").is_err());
+        assert!(validate_hostname(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn process_spec_defaults() {
+        let p = ProcessSpec::new(["true"]);
+        assert_eq!(p.args, ["true"]);
+        assert_eq!(p.cwd, Path::new("/"));
+        assert!(p.user.is_empty() && p.env.is_empty() && !p.tty);
+    }
+
+    #[test]
+    fn cancel_token_is_shared() {
+        let token = CancelToken::new();
+        let clone = token.clone();
+        assert!(!clone.is_cancelled());
+        token.cancel();
+        assert!(clone.is_cancelled());
+    }
+}

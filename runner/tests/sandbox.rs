@@ -1,0 +1,807 @@
+//! The sandbox against the real runc, as root, in a root filesystem made from busybox.
+//!
+//! These tests need root, `runc` and a static `/bin/busybox`; `bash scripts/setup.sh` installs
+//! the packages. They fail, naming that script, when something is missing: they are never
+//! skipped.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_runner::sandbox::{
+    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH_ENV, Error, Mount, NOFILE_LIMIT, Network, Output,
+    ProcessSpec, RootfsSpec, RunSpec, Sandbox, Stream, mounts_under,
+};
+use tempfile::TempDir;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+const PASSWD: &str = "\
+root:x:0:0:root:/root:/bin/sh
+alice:x:1000:1000:Alice:/home/alice:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+";
+
+const GROUP: &str = "\
+root:x:0:
+wheel:x:10:root,alice
+alice:x:1000:
+dev:x:2000:alice
+nogroup:x:65534:
+";
+
+/// Fails the test, loudly, when the environment cannot run containers.
+fn require_environment() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the sandbox tests need root (mounts and runc); run them as root after `bash scripts/setup.sh`"
+    );
+    let runc = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("runc"))
+                .find(|p| p.is_file())
+        })
+        .expect("runc is not on PATH: run `bash scripts/setup.sh` (installs runc)");
+    let out = Command::new(&runc)
+        .arg("--version")
+        .output()
+        .expect("runc --version");
+    assert!(out.status.success(), "runc --version failed");
+    let busybox = fs::read(BUSYBOX).unwrap_or_else(|_| {
+        panic!("{BUSYBOX} is missing: run `bash scripts/setup.sh` (installs busybox-static)")
+    });
+    assert!(
+        !has_interpreter(&busybox),
+        "{BUSYBOX} is dynamically linked: run `bash scripts/setup.sh` (installs busybox-static)"
+    );
+}
+
+/// Whether a 64-bit little-endian ELF file asks for a program interpreter (is dynamically
+/// linked): a `PT_INTERP` program header.
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "{BUSYBOX} is not a 64-bit ELF file"
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+    })
+}
+
+/// A busybox root filesystem: `/bin` with every applet, `/etc/passwd`, `/etc/group`, and
+/// `/data` with two files.
+fn make_rootfs(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        let link = dir.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            symlink("busybox", link).unwrap();
+        }
+    }
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::write(dir.join("etc/passwd"), PASSWD).unwrap();
+    fs::write(dir.join("etc/group"), GROUP).unwrap();
+    fs::create_dir_all(dir.join("data")).unwrap();
+    fs::write(dir.join("data/keep.txt"), "kept\n").unwrap();
+    fs::write(dir.join("data/gone.txt"), "to be deleted\n").unwrap();
+}
+
+struct Fixture {
+    tmp: TempDir,
+    sandbox: Sandbox,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        require_environment();
+        let tmp = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::builder()
+            .root(tmp.path().join("state"))
+            .build()
+            .expect("build the sandbox");
+        Fixture { tmp, sandbox }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// A fresh busybox root filesystem directory.
+    fn rootfs(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        make_rootfs(&dir);
+        dir
+    }
+
+    /// An overlay over one busybox lower directory, with empty upper and work directories.
+    fn overlay(&self) -> (RootfsSpec, PathBuf, PathBuf) {
+        let lower = self.rootfs("lower");
+        let upper = self.path("upper");
+        let work = self.path("work");
+        fs::create_dir(&upper).unwrap();
+        fs::create_dir(&work).unwrap();
+        let spec = RootfsSpec::Overlay {
+            lower: vec![lower.clone()],
+            upper: upper.clone(),
+            work,
+        };
+        (spec, lower, upper)
+    }
+
+    fn run(&self, spec: &RunSpec) -> Output {
+        self.sandbox.output(spec).expect("run the sandbox")
+    }
+
+    /// Nothing left under the state root: no mounts, no directories (the root lock file is the
+    /// root's own).
+    fn assert_no_leftovers(&self) {
+        let root = self.sandbox.root();
+        let mounts = mounts_under(root).unwrap();
+        assert!(
+            mounts.is_empty(),
+            "mounts left under {}: {mounts:?}",
+            root.display()
+        );
+        let entries: Vec<String> = fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".lock")
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "left in {}: {entries:?}",
+            root.display()
+        );
+    }
+}
+
+fn sh(rootfs: RootfsSpec, script: &str) -> RunSpec {
+    RunSpec::new(rootfs, ProcessSpec::new(["/bin/sh", "-c", script]))
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
+}
+
+/// Every entry under `dir`, relative, with a short description of its type.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                "dir".to_string()
+            } else if ft.is_char_device() {
+                format!("char {}", meta.rdev())
+            } else if ft.is_symlink() {
+                "symlink".to_string()
+            } else {
+                format!(
+                    "file {}",
+                    fs::read_to_string(&path).unwrap_or_default().trim()
+                )
+            };
+            out.insert(rel, kind);
+            if ft.is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn echo_to_stdout() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let out = f.run(&sh(RootfsSpec::Dir(rootfs.clone()), "echo hello"));
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(text(&out.stderr), "");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn output_is_streamed_as_it_comes() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let spec = sh(
+        RootfsSpec::Dir(rootfs),
+        "echo first; sleep 1; echo second >&2; sleep 1; echo third",
+    );
+    let start = Instant::now();
+    let mut chunks: Vec<(Stream, String, Duration)> = Vec::new();
+    let status = f
+        .sandbox
+        .run(&spec, &mut |stream, bytes| {
+            chunks.push((stream, text(bytes).to_string(), start.elapsed()))
+        })
+        .unwrap();
+    assert!(status.success());
+    let joined: Vec<(Stream, &str)> = chunks.iter().map(|(s, t, _)| (*s, t.as_str())).collect();
+    assert_eq!(
+        joined,
+        [
+            (Stream::Stdout, "first\n"),
+            (Stream::Stderr, "second\n"),
+            (Stream::Stdout, "third\n")
+        ]
+    );
+    // The first line arrived while the command was still running.
+    assert!(chunks[2].2 - chunks[0].2 >= Duration::from_millis(1500));
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn exit_code_is_a_result_not_an_error() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let out = f.run(&sh(RootfsSpec::Dir(rootfs), "echo before; exit 3"));
+    assert_eq!(out.status.code(), 3);
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stdout), "before\n");
+    f.assert_no_leftovers();
+}
+
+/// The host pid of a process whose command line is exactly `args`.
+fn find_process(args: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        (fs::read(entry.path().join("cmdline")).ok()? == want).then_some(pid)
+    })
+}
+
+#[test]
+fn killed_process_reports_128_plus_signal() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    // The container's init is killed from outside, as the OOM killer or an operator would.
+    let spec = RunSpec::new(RootfsSpec::Dir(rootfs), ProcessSpec::new(["sleep", "4711"]));
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(pid) = find_process(&["sleep", "4711"]) {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        f.run(&spec)
+    });
+    assert_eq!(out.status.code(), 137);
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn stderr_is_captured_apart() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let out = f.run(&sh(RootfsSpec::Dir(rootfs), "echo oops >&2; echo fine"));
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "oops\n");
+    assert_eq!(text(&out.stdout), "fine\n");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn env_and_cwd_are_honoured() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let mut spec = sh(
+        RootfsSpec::Dir(rootfs.clone()),
+        "echo $FOO; pwd; echo $PATH; echo $HOME",
+    );
+    spec.process.env = vec!["FOO=bar baz".into()];
+    spec.process.cwd = PathBuf::from("/work/dir");
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("bar baz\n/work/dir\n{DEFAULT_PATH_ENV}\n/root\n")
+    );
+    // The missing working directory was created, as docker build creates it.
+    assert!(rootfs.join("work/dir").is_dir());
+
+    let mut spec = sh(RootfsSpec::Dir(rootfs), "echo $PATH; echo $HOME");
+    spec.process.env = vec!["PATH=/bin".into(), "HOME=/elsewhere".into()];
+    let out = f.run(&spec);
+    assert_eq!(text(&out.stdout), "/bin\n/elsewhere\n");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn user_forms_resolve_through_the_image_files() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let cases = [
+        ("", "0 0 0 10 /root"),
+        ("root", "0 0 0 10 /root"),
+        ("alice", "1000 1000 1000 10 2000 /home/alice"),
+        ("1000", "1000 1000 1000 10 2000 /home/alice"),
+        ("alice:dev", "1000 2000 2000 /home/alice"),
+        ("alice:10", "1000 10 10 /home/alice"),
+        ("1000:2000", "1000 2000 2000 /home/alice"),
+        ("4242", "4242 0 0 /"),
+        ("4242:4343", "4242 4343 4343 /"),
+        ("nobody", "65534 65534 65534 /nonexistent"),
+    ];
+    for (user, want) in cases {
+        let mut spec = sh(
+            RootfsSpec::Dir(rootfs.clone()),
+            r#"echo "$(id -u) $(id -g) $(id -G) $HOME""#,
+        );
+        spec.process.user = user.to_string();
+        let out = f.run(&spec);
+        assert!(out.status.success(), "USER {user:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), want, "USER {user:?}");
+    }
+
+    // Names that are not in the files are errors that name the file.
+    let mut spec = sh(RootfsSpec::Dir(rootfs.clone()), "id");
+    spec.process.user = "mallory".into();
+    let err = f.sandbox.output(&spec).unwrap_err();
+    assert!(matches!(err, Error::UnknownUser { .. }), "{err:?}");
+    assert!(err.to_string().contains("/etc/passwd"), "{err}");
+    spec.process.user = "alice:nosuchgroup".into();
+    let err = f.sandbox.output(&spec).unwrap_err();
+    assert!(matches!(err, Error::UnknownGroup { .. }), "{err:?}");
+    assert!(err.to_string().contains("/etc/group"), "{err}");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn capabilities_and_limits() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let out = f.run(&sh(
+        RootfsSpec::Dir(rootfs),
+        "grep -E '^Cap(Bnd|Eff|Inh|Amb)' /proc/self/status; ulimit -n; ulimit -Hn; \
+         grep NoNewPrivs /proc/self/status",
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Docker's 14 default capabilities: bits 0-8 and 10, 13, 18, 27, 29, 31 -> 0xa80425fb.
+    let nofile = expected_nofile();
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "CapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n\
+             CapAmb:\t0000000000000000\n{nofile}\n{nofile}\nNoNewPrivs:\t0\n"
+        )
+    );
+    f.assert_no_leftovers();
+}
+
+/// docker build's 1048576, unless this test process may not raise its hard limit that far
+/// (no `CAP_SYS_RESOURCE`, as in some CI sandboxes).
+fn expected_nofile() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    let nr_open: u64 = fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut limit = NOFILE_LIMIT.min(nr_open);
+    if cap_eff & (1 << 24) == 0 {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `rl` is a valid rlimit for getrlimit to fill.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+        limit = limit.min(rl.rlim_max);
+    }
+    limit
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let mut spec = sh(
+        RootfsSpec::Dir(rootfs),
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link show lo",
+    );
+    spec.network = Network::None;
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("lo"));
+    let link = lines.collect::<Vec<_>>().join("\n");
+    assert!(link.contains("lo:") && link.contains(",UP"), "{link}");
+    f.assert_no_leftovers();
+}
+
+fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn host_network_sees_host_interfaces() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let out = f.run(&sh(RootfsSpec::Dir(rootfs), "cat /proc/net/dev"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+    assert!(
+        host.iter().any(|n| n != "lo"),
+        "this host has no interface besides lo: {host:?}"
+    );
+    assert_eq!(interfaces(text(&out.stdout)), host);
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn etc_files_are_generated_and_never_left_in_the_rootfs() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let before = tree(&rootfs);
+    let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let times_before = (mtime(&rootfs), mtime(&rootfs.join("etc")));
+    let script = "cat /etc/hosts; echo --; hostname; cat /etc/hostname; echo --; \
+                  test -s /etc/resolv.conf && echo resolv; echo hack >> /etc/hosts || echo read-only";
+    let out = f.run(&sh(RootfsSpec::Dir(rootfs.clone()), script));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "127.0.0.1\tlocalhost {DEFAULT_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             --\n{DEFAULT_HOSTNAME}\n{DEFAULT_HOSTNAME}\n--\nresolv\nread-only\n"
+        )
+    );
+
+    let mut spec = sh(
+        RootfsSpec::Dir(rootfs.clone()),
+        "hostname; grep -c builder1 /etc/hosts",
+    );
+    spec.hostname = Some("builder1".into());
+    let out = f.run(&spec);
+    assert_eq!(text(&out.stdout), "builder1\n1\n");
+
+    // The runtime's stubs (/proc, /dev, /sys, /etc/hosts, ...) are gone, and the directories
+    // that held them kept their times.
+    assert_eq!(tree(&rootfs), before);
+    assert_eq!((mtime(&rootfs), mtime(&rootfs.join("etc"))), times_before);
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn overlay_changes_land_in_upper_only() {
+    let f = Fixture::new();
+    let (rootfs, lower, upper) = f.overlay();
+    let lower_before = tree(&lower);
+    let etc_mtime = fs::metadata(lower.join("etc")).unwrap().modified().unwrap();
+    let script = "echo new > /data/new.txt && rm /data/gone.txt && mkdir -p /made/deep && \
+                  echo hi > /made/deep/x && cat /data/keep.txt && test ! -e /data/gone.txt";
+    let out = f.run(&sh(rootfs, script));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "kept\n");
+
+    // Only the command's own changes: no mount stubs, no copied-up /etc, and the deleted lower
+    // file is a whiteout (a 0/0 character device).
+    assert_eq!(
+        tree(&upper),
+        map(&[
+            ("data", "dir"),
+            ("data/gone.txt", "char 0"),
+            ("data/new.txt", "file new"),
+            ("made", "dir"),
+            ("made/deep", "dir"),
+            ("made/deep/x", "file hi"),
+        ])
+    );
+    assert_eq!(
+        tree(&lower),
+        lower_before,
+        "the lower directory was changed"
+    );
+    assert_eq!(
+        fs::metadata(lower.join("etc")).unwrap().modified().unwrap(),
+        etc_mtime
+    );
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn a_real_change_to_a_directory_holding_stubs_is_kept() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    let out = f.run(&sh(rootfs, "chmod 0700 /etc"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tree(&upper), map(&[("etc", "dir")]));
+    let mode = fs::metadata(upper.join("etc")).unwrap().mode();
+    assert_eq!(mode & 0o7777, 0o700);
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn overlay_with_no_change_leaves_upper_empty() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    let mut spec = sh(
+        rootfs,
+        "cat /etc/hosts /etc/resolv.conf /etc/hostname > /dev/null; ls /",
+    );
+    spec.mounts = vec![
+        Mount::Tmpfs {
+            target: "/scratch/tmp".into(),
+            size: Some(1 << 20),
+            mode: None,
+        },
+        Mount::Bind {
+            source: f.tmp.path().join("lower/data"),
+            target: "/mnt/data".into(),
+            readonly: true,
+        },
+    ];
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("scratch"));
+    assert_eq!(tree(&upper), BTreeMap::new());
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn overlay_lowers_are_top_first_and_may_be_empty() {
+    let f = Fixture::new();
+    let base = f.rootfs("base");
+    let top = f.path("top");
+    fs::create_dir_all(top.join("data")).unwrap();
+    fs::write(top.join("data/keep.txt"), "from the top layer\n").unwrap();
+    let upper = f.path("upper");
+    let work = f.path("work");
+    fs::create_dir(&upper).unwrap();
+    fs::create_dir(&work).unwrap();
+    let rootfs = RootfsSpec::Overlay {
+        lower: vec![top.clone(), base.clone()],
+        upper: upper.clone(),
+        work: work.clone(),
+    };
+    let out = f.run(&sh(rootfs, "cat /data/keep.txt"));
+    assert_eq!(text(&out.stdout), "from the top layer\n");
+    assert_eq!(tree(&upper), BTreeMap::new());
+
+    // No lower directory at all: the upper directory is the whole root (FROM scratch plus
+    // earlier steps), and still gets no stubs.
+    let upper_before = tree(&base);
+    fs::remove_dir_all(&work).unwrap();
+    fs::create_dir(&work).unwrap();
+    let rootfs = RootfsSpec::Overlay {
+        lower: vec![],
+        upper: base.clone(),
+        work,
+    };
+    let out = f.run(&sh(rootfs, "echo empty lower"));
+    assert_eq!(text(&out.stdout), "empty lower\n");
+    assert_eq!(tree(&base), upper_before);
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn no_leftovers_after_failures() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+
+    // The runtime cannot start the program: an error of its own, not an exit code.
+    let spec = RunSpec::new(rootfs.clone(), ProcessSpec::new(["/no/such/program"]));
+    let err = f.sandbox.output(&spec).unwrap_err();
+    match &err {
+        Error::Runtime {
+            action, message, ..
+        } => {
+            assert_eq!(*action, "run");
+            assert!(message.contains("/no/such/program"), "{message}");
+        }
+        other => panic!("expected a runtime error, got {other:?}"),
+    }
+    f.assert_no_leftovers();
+
+    // A failure after the overlay is mounted (an unknown user) unmounts it again.
+    let mut spec = sh(rootfs.clone(), "true");
+    spec.process.user = "nosuchuser".into();
+    assert!(matches!(
+        f.sandbox.output(&spec),
+        Err(Error::UnknownUser { .. })
+    ));
+    f.assert_no_leftovers();
+
+    // A failing command.
+    let out = f.run(&sh(rootfs, "echo partial > /data/partial; exit 1"));
+    assert_eq!(out.status.code(), 1);
+    assert_eq!(
+        tree(&upper),
+        map(&[("data", "dir"), ("data/partial", "file partial")])
+    );
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn cancel_kills_and_cleans_up() {
+    let f = Fixture::new();
+    let (rootfs, _lower, _upper) = f.overlay();
+    let token = CancelToken::new();
+    let mut spec = sh(rootfs, "echo started; sleep 60");
+    spec.cancel = Some(token.clone());
+    let start = Instant::now();
+    let mut started = false;
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            token.cancel();
+        });
+        f.sandbox.run(&spec, &mut |_, bytes| {
+            started |= text(bytes).contains("started");
+        })
+    });
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(started);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn a_panicking_output_callback_still_cleans_up() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    let spec = sh(rootfs, "echo boom; sleep 60");
+    let start = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f.sandbox.run(&spec, &mut |_, _| panic!("the caller fails"))
+    }));
+    assert!(result.is_err());
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(tree(&upper), BTreeMap::new());
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn sweep_removes_dead_runs_only() {
+    let f = Fixture::new();
+    let root = f.sandbox.root().to_path_buf();
+
+    // What a run killed with its caller leaves: a state directory with an unlocked lock and a
+    // mounted overlay.
+    let dead = root.join("berth-dead");
+    for d in ["rootfs", "upper", "work", "lower"] {
+        fs::create_dir_all(dead.join(d)).unwrap();
+    }
+    fs::write(dead.join("lock"), "").unwrap();
+    let target = std::ffi::CString::new(dead.join("rootfs").to_str().unwrap()).unwrap();
+    let data = std::ffi::CString::new(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dead.join("lower").display(),
+        dead.join("upper").display(),
+        dead.join("work").display()
+    ))
+    .unwrap();
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
+    assert_eq!(mounts_under(&dead).unwrap().len(), 1);
+
+    // A live run is left alone by a sweep that happens while it runs.
+    let rootfs = f.rootfs("rootfs");
+    let spec = sh(RootfsSpec::Dir(rootfs), "sleep 2; echo survived");
+    let (out, swept) = std::thread::scope(|s| {
+        let run = s.spawn(|| f.sandbox.output(&spec));
+        std::thread::sleep(Duration::from_millis(700));
+        let swept = f.sandbox.sweep();
+        (run.join().unwrap(), swept)
+    });
+    assert_eq!(swept.unwrap(), 1);
+    assert_eq!(text(&out.unwrap().stdout), "survived\n");
+    assert!(!dead.exists());
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn a_missing_runtime_is_a_clear_error() {
+    require_environment();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("bin/no-runc");
+    let err = Sandbox::builder()
+        .runtime(&missing)
+        .root(tmp.path().join("state"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::RuntimeNotFound { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "OCI runtime {} not found or not executable",
+            missing.display()
+        )
+    );
+    let err = Sandbox::builder()
+        .runtime("no-such-oci-runtime")
+        .root(tmp.path().join("state"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-oci-runtime"), "{err}");
+}
+
+#[test]
+fn invalid_specs_are_refused_before_anything_runs() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let mut spec = sh(RootfsSpec::Dir(rootfs.clone()), "true");
+    spec.process.cwd = "relative".into();
+    assert!(matches!(
+        f.sandbox.output(&spec),
+        Err(Error::InvalidSpec(_))
+    ));
+    let mut spec = sh(RootfsSpec::Dir(rootfs.clone()), "true");
+    spec.process.tty = true;
+    assert!(matches!(
+        f.sandbox.output(&spec),
+        Err(Error::InvalidSpec(_))
+    ));
+    let spec = RunSpec::new(
+        RootfsSpec::Dir(rootfs),
+        ProcessSpec::new(Vec::<String>::new()),
+    );
+    assert!(matches!(
+        f.sandbox.output(&spec),
+        Err(Error::InvalidSpec(_))
+    ));
+    let spec = sh(RootfsSpec::Dir(f.path("missing")), "true");
+    assert!(matches!(f.sandbox.output(&spec), Err(Error::Io { .. })));
+    f.assert_no_leftovers();
+}
