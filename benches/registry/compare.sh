@@ -61,7 +61,7 @@ DIST_PORT=${DIST_PORT:-5102}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-log() { printf 'registry-bench %(%H:%M:%S)T %s\n' -1 "$*" >&2; }
+log() { printf 'registry-bench %(%H:%M:%S)T [load %s] %s\n' -1 "$(cut -d' ' -f1 /proc/loadavg)" "$*" >&2; }
 die() {
   log "error: $*"
   exit 1
@@ -379,7 +379,8 @@ upload_phase() {
   done
 }
 
-log "image: $IMAGE ($IMAGE_BYTES bytes, $LAYERS layers); runs: $RUNS; phases: $PHASES"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "image: $IMAGE ($IMAGE_BYTES bytes, $LAYERS layers); runs: $RUNS; phases: $PHASES; load average $LOAD_START"
 for ((run = 1; run <= RUNS; run++)); do
   for phase in $PHASES; do
     "${phase}_phase" "$run"
@@ -476,7 +477,7 @@ cpu_table() {
 
 {
   echo "Runs: $RUNS ($((UPLOAD_RUNS < RUNS ? UPLOAD_RUNS : RUNS)) for the upload); figures are medians over the runs, ratios" \
-    "medians of the per-run ratios. $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
+    "medians of the per-run ratios. $(nproc) CPUs, load average $LOAD_START at the start and $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
     "berth $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')," \
     "distribution $(docker-registry --version | awk '{ print $3 }'), skopeo $(skopeo --version | awk '{ print $3 }')."
   echo

@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use berth_layerstore::content::fs::FsStore;
 use berth_layerstore::content::memory::MemoryStore;
-use berth_layerstore::content::{ContentError, ContentStore, Info, Ingester, Provider, fsck};
+use berth_layerstore::content::{
+    Adopter, ContentError, ContentStore, Info, Ingester, Provider, Verification, fsck,
+};
 use berth_layerstore::{Algorithm, Digest};
 
 /// Every digest the store reports through `walk`, in the order it reports them.
@@ -47,11 +49,200 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `data` to a new file `name` in `dir` and returns its path.
+fn file_with(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("write file to adopt");
+    path
+}
+
 /// Checks that hold for every [`ContentStore`]. Each takes a fresh, empty store.
 mod checks {
     use std::sync::Barrier;
 
     use super::*;
+
+    const BOTH: [Verification; 2] = [Verification::CallerHashed, Verification::Rehash];
+
+    pub fn adopt_lands_and_consumes_the_file<S: ContentStore + Adopter>(store: &S) {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, verified) in BOTH.into_iter().enumerate() {
+            let data = pattern(100_000 + i, 21 + i as u64);
+            let digest = Digest::sha256(&data);
+            let path = file_with(dir.path(), "upload", &data);
+            let info = store
+                .adopt(&path, &digest, data.len() as u64, verified)
+                .unwrap();
+            assert_eq!(
+                info,
+                Info {
+                    digest: digest.clone(),
+                    size: data.len() as u64
+                }
+            );
+            assert!(!path.exists(), "{verified:?}: the adopted file is consumed");
+            assert_eq!(store.info(&digest).unwrap(), info);
+            assert_eq!(store.read_all(&digest).unwrap(), data);
+        }
+        assert_eq!(walked(store).len(), 2);
+
+        // sha512 and the empty blob too.
+        let d512 = Digest::of(Algorithm::Sha512, b"five hundred and twelve");
+        let path = file_with(dir.path(), "sha512", b"five hundred and twelve");
+        store.adopt(&path, &d512, 23, Verification::Rehash).unwrap();
+        assert_eq!(store.read_all(&d512).unwrap(), b"five hundred and twelve");
+        let empty = Digest::sha256(b"");
+        let path = file_with(dir.path(), "empty", b"");
+        store
+            .adopt(&path, &empty, 0, Verification::CallerHashed)
+            .unwrap();
+        assert_eq!(store.info(&empty).unwrap().size, 0);
+        assert_eq!(walked(store).len(), 4);
+    }
+
+    pub fn adopt_of_the_wrong_size_lands_nothing<S: ContentStore + Adopter>(store: &S) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"twelve bytes";
+        let digest = Digest::sha256(data);
+        let path = file_with(dir.path(), "upload", data);
+        for verified in BOTH {
+            for size in [11, 13, 0] {
+                match store.adopt(&path, &digest, size, verified) {
+                    Err(ContentError::SizeMismatch {
+                        digest: d,
+                        expected,
+                        actual,
+                    }) => {
+                        assert_eq!(d, digest);
+                        assert_eq!(expected, size);
+                        assert_eq!(actual, 12);
+                    }
+                    other => {
+                        panic!("{verified:?}, size {size}: expected SizeMismatch, got {other:?}")
+                    }
+                }
+            }
+        }
+        assert!(!store.exists(&digest).unwrap());
+        assert!(walked(store).is_empty());
+        // The file is left as it was, still writable by its owner.
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert!(!std::fs::metadata(&path).unwrap().permissions().readonly());
+    }
+
+    pub fn adopt_with_rehash_refuses_the_wrong_digest<S: ContentStore + Adopter>(store: &S) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"actual content";
+        let claimed = Digest::sha256(b"claimed content");
+        let path = file_with(dir.path(), "upload", data);
+        match store.adopt(&path, &claimed, data.len() as u64, Verification::Rehash) {
+            Err(ContentError::DigestMismatch { expected, actual }) => {
+                assert_eq!(expected, claimed);
+                assert_eq!(actual, Digest::sha256(data));
+            }
+            other => panic!("expected DigestMismatch, got {other:?}"),
+        }
+        let sha512 = Digest::of(Algorithm::Sha512, b"claimed content");
+        assert!(matches!(
+            store.adopt(&path, &sha512, data.len() as u64, Verification::Rehash),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        assert!(walked(store).is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    pub fn adopt_refuses_what_is_not_a_regular_file<S: ContentStore + Adopter>(store: &S) {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = Digest::sha256(b"");
+        for verified in BOTH {
+            assert!(matches!(
+                store.adopt(&dir.path().join("missing"), &digest, 0, verified),
+                Err(ContentError::Io { .. })
+            ));
+            assert!(matches!(
+                store.adopt(dir.path(), &digest, 0, verified),
+                Err(ContentError::Io { .. }) | Err(ContentError::SizeMismatch { .. })
+            ));
+        }
+        assert!(dir.path().is_dir());
+        assert!(walked(store).is_empty());
+    }
+
+    pub fn adopting_an_existing_blob_is_a_no_op<S: ContentStore + Adopter>(store: &S) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"already here";
+        let first = store.ingest_bytes(data).unwrap();
+        for verified in BOTH {
+            let path = file_with(dir.path(), "again", data);
+            let second = store
+                .adopt(&path, &first.digest, data.len() as u64, verified)
+                .unwrap();
+            assert_eq!(second, first);
+            assert!(!path.exists(), "{verified:?}: the file is removed");
+        }
+        assert_eq!(walked(store), vec![first.clone()]);
+        assert_eq!(store.read_all(&first.digest).unwrap(), data);
+        // A file of other content cannot damage the blob when the store checks it.
+        let path = file_with(dir.path(), "other", b"something el");
+        assert!(matches!(
+            store.adopt(&path, &first.digest, 12, Verification::Rehash),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.read_all(&first.digest).unwrap(), data);
+        assert!(path.exists());
+    }
+
+    pub fn concurrent_adopts_of_the_same_content<S: ContentStore + Adopter>(store: &S) {
+        const THREADS: usize = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(256 * 1024, 9);
+        let digest = Digest::sha256(&data);
+        let paths: Vec<_> = (0..THREADS)
+            .map(|i| file_with(dir.path(), &format!("upload-{i}"), &data))
+            .collect();
+        let barrier = Barrier::new(THREADS + 1);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let mut handles: Vec<_> = paths
+                .iter()
+                .enumerate()
+                .map(|(i, path)| {
+                    let (barrier, digest) = (&barrier, &digest);
+                    let size = data.len() as u64;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        store.adopt(path, digest, size, BOTH[i % 2])
+                    })
+                })
+                .collect();
+            // A writer committing the same content joins the race.
+            let commit = scope.spawn(|| {
+                let mut w = store.writer(Algorithm::Sha256)?;
+                w.write_all(&data).map_err(|e| ContentError::Io {
+                    path: "<test>".into(),
+                    source: e,
+                })?;
+                barrier.wait();
+                w.commit(Some(data.len() as u64), Some(&digest))
+            });
+            handles.push(commit);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("adopt thread panicked"))
+                .collect()
+        });
+        let expected = Info {
+            digest: digest.clone(),
+            size: data.len() as u64,
+        };
+        for result in results {
+            assert_eq!(result.unwrap(), expected);
+        }
+        assert_eq!(walked(store), vec![expected]);
+        assert_eq!(store.read_all(&digest).unwrap(), data);
+        for path in &paths {
+            assert!(!path.exists(), "{} is consumed", path.display());
+        }
+    }
 
     pub fn round_trip<S: ContentStore>(store: &S) {
         let data = b"hello, content store";
@@ -439,6 +630,12 @@ macro_rules! content_suite {
                 walk_stops_on_error,
                 abort_discards,
                 fsck_healthy_store,
+                adopt_lands_and_consumes_the_file,
+                adopt_of_the_wrong_size_lands_nothing,
+                adopt_with_rehash_refuses_the_wrong_digest,
+                adopt_refuses_what_is_not_a_regular_file,
+                adopting_an_existing_blob_is_a_no_op,
+                concurrent_adopts_of_the_same_content,
             );
         }
     };
@@ -707,6 +904,177 @@ mod fs_only {
         assert!(!store.exists(&Digest::sha256(b"idle too long")).unwrap());
         assert!(walked(&store).is_empty());
         assert!(ingest_entries(&store).is_empty());
+    }
+
+    /// The inode of a file, to tell a move from a copy.
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn adopt_moves_the_file_and_seals_it() {
+        let (store, dir) = store();
+        for (i, verified) in [Verification::CallerHashed, Verification::Rehash]
+            .into_iter()
+            .enumerate()
+        {
+            let data = pattern(300_000, 40 + 2 * i as u64);
+            let digest = Digest::sha256(&data);
+            // Beside the store, as the registry keeps its uploads.
+            let path = file_with(dir.path(), "upload", &data);
+            let before = inode(&path);
+            store
+                .adopt(&path, &digest, data.len() as u64, verified)
+                .unwrap();
+            let blob = store.blob_path(&digest);
+            assert_eq!(inode(&blob), before, "{verified:?}: moved, not copied");
+            assert!(fs::metadata(&blob).unwrap().permissions().readonly());
+            assert_eq!(fs::read(&blob).unwrap(), data);
+            assert!(!path.exists());
+        }
+        assert!(ingest_entries(&store).is_empty());
+        let (checked, problems) = fsck(&store).unwrap();
+        assert_eq!(checked, 2);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn adopt_takes_the_callers_digest_without_reading() {
+        // What `CallerHashed` means: the store does not read the file. A caller that vouches
+        // for a digest it did not compute gets what it asked for, which is why only a caller
+        // that hashed the bytes itself may pass it.
+        let (store, dir) = store();
+        let path = file_with(dir.path(), "upload", b"0123456789");
+        let vouched = Digest::sha256(b"9876543210");
+        store
+            .adopt(&path, &vouched, 10, Verification::CallerHashed)
+            .unwrap();
+        let (_, problems) = fsck(&store).unwrap();
+        assert_eq!(problems.len(), 1, "fsck finds the mislabelled blob");
+    }
+
+    #[test]
+    fn adopt_refuses_symbolic_links() {
+        let (store, dir) = store();
+        let data = b"behind a link";
+        let digest = Digest::sha256(data);
+        let target = file_with(dir.path(), "target", data);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for verified in [Verification::CallerHashed, Verification::Rehash] {
+            assert!(matches!(
+                store.adopt(&link, &digest, data.len() as u64, verified),
+                Err(ContentError::Io { .. })
+            ));
+        }
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), data);
+        assert!(walked(&store).is_empty());
+    }
+
+    #[test]
+    fn adopt_copies_a_hard_linked_file() {
+        let (store, dir) = store();
+        let data = pattern(50_000, 44);
+        let digest = Digest::sha256(&data);
+        let path = file_with(dir.path(), "upload", &data);
+        let other = dir.path().join("other-name");
+        fs::hard_link(&path, &other).unwrap();
+        store
+            .adopt(
+                &path,
+                &digest,
+                data.len() as u64,
+                Verification::CallerHashed,
+            )
+            .unwrap();
+        // The blob is a copy: writing through the other name cannot reach it.
+        let blob = store.blob_path(&digest);
+        assert_ne!(inode(&blob), inode(&other));
+        assert!(!path.exists());
+        fs::write(&other, b"changed").unwrap();
+        assert_eq!(store.read_all(&digest).unwrap(), data);
+        assert!(ingest_entries(&store).is_empty());
+
+        // A copy verifies whatever the caller vouches for.
+        let path = file_with(dir.path(), "mislabelled", b"content");
+        fs::hard_link(&path, dir.path().join("second-name")).unwrap();
+        assert!(matches!(
+            store.adopt(
+                &path,
+                &Digest::sha256(b"CONTENT"),
+                7,
+                Verification::CallerHashed
+            ),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        assert!(path.exists());
+        assert_eq!(walked(&store).len(), 1);
+    }
+
+    #[test]
+    fn adopt_from_another_filesystem_copies() {
+        // /dev/shm is a tmpfs on Linux, so never the filesystem of the temporary directory.
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "this test needs /dev/shm (a tmpfs)");
+        let (store, dir) = store();
+        let elsewhere = tempfile::tempdir_in(shm).unwrap();
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_ne!(
+                fs::metadata(elsewhere.path()).unwrap().dev(),
+                fs::metadata(dir.path()).unwrap().dev(),
+                "/dev/shm must be another filesystem than {}",
+                dir.path().display()
+            );
+        }
+        let data = pattern(200_000, 45);
+        let digest = Digest::sha256(&data);
+        let path = file_with(elsewhere.path(), "upload", &data);
+        let info = store
+            .adopt(
+                &path,
+                &digest,
+                data.len() as u64,
+                Verification::CallerHashed,
+            )
+            .unwrap();
+        assert_eq!(info.size, data.len() as u64);
+        assert!(!path.exists());
+        assert_eq!(store.read_all(&digest).unwrap(), data);
+        assert!(
+            fs::metadata(store.blob_path(&digest))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
+        assert!(ingest_entries(&store).is_empty());
+
+        // The copy hashes, so a wrong digest is caught even when the caller vouches for it.
+        let path = file_with(elsewhere.path(), "mislabelled", b"content");
+        assert!(matches!(
+            store.adopt(
+                &path,
+                &Digest::sha256(b"CONTENT"),
+                7,
+                Verification::CallerHashed
+            ),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        assert!(path.exists());
+        assert!(ingest_entries(&store).is_empty());
+        assert_eq!(walked(&store).len(), 1);
+    }
+
+    #[test]
+    fn concurrent_adopts_leave_nothing_behind() {
+        let (store, _dir) = store();
+        checks::concurrent_adopts_of_the_same_content(&store);
+        assert!(ingest_entries(&store).is_empty());
+        let (checked, problems) = fsck(&store).unwrap();
+        assert_eq!(checked, 1);
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]

@@ -823,3 +823,219 @@ async fn basic_auth_challenge() {
         .expect_err("no credentials");
     assert_eq!(err.status(), Some(401), "{err}");
 }
+
+/// What the session-only stub of `single_post_falls_back_to_the_session_the_registry_opens`
+/// holds.
+#[derive(Default)]
+struct SessionOnly {
+    next_id: u32,
+    single_posts: u32,
+    sessions: std::collections::HashSet<String>,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+#[tokio::test]
+async fn single_post_falls_back_to_the_session_the_registry_opens() {
+    const UPLOADS: &str = "/v2/no/single/blobs/uploads/";
+    let state: Arc<Mutex<SessionOnly>> = Arc::default();
+    let st = state.clone();
+    let stub = Stub::start(move |req, body| {
+        let mut s = st.lock().unwrap();
+        let p = req.path.as_str();
+        let m = &req.method;
+        if p == "/v2/" {
+            return status(StatusCode::OK);
+        }
+        if m == Method::HEAD && p.contains("/blobs/") {
+            return status(StatusCode::NOT_FOUND);
+        }
+        if m == Method::POST && p == UPLOADS {
+            // As distribution does: the digest and the body are ignored, a session opens.
+            if req.query.starts_with("digest=") {
+                s.single_posts += 1;
+            }
+            s.next_id += 1;
+            let id = format!("s{}", s.next_id);
+            s.sessions.insert(id.clone());
+            return (
+                StatusCode::ACCEPTED,
+                [
+                    (header::LOCATION, format!("{UPLOADS}{id}")),
+                    (header::RANGE, "0-0".to_owned()),
+                ],
+            )
+                .into_response();
+        }
+        if m == Method::PUT
+            && let Some(id) = p.strip_prefix(UPLOADS)
+        {
+            if !s.sessions.remove(id) {
+                return status(StatusCode::NOT_FOUND);
+            }
+            let digest = req
+                .query
+                .strip_prefix("digest=")
+                .unwrap_or("")
+                .replace("%3A", ":");
+            if Digest::sha256(&body).to_string() != digest {
+                return status(StatusCode::BAD_REQUEST);
+            }
+            s.blobs.insert(digest.clone(), body.to_vec());
+            return (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/v2/no/single/blobs/{digest}"))],
+            )
+                .into_response();
+        }
+        if m == Method::PUT && p.starts_with("/v2/no/single/manifests/") {
+            return (StatusCode::CREATED, [(header::LOCATION, p.to_owned())]).into_response();
+        }
+        status(StatusCode::NOT_FOUND)
+    })
+    .await;
+    // One blob at a time, so that the first one finds out for the others.
+    let client = test_client(|o| o.max_concurrent = 1);
+    let store = MemoryStore::new();
+    let sample = sample_image(&store, "amd64", &[("a", b"first"), ("b", b"second")]);
+    let reference = format!("{}/no/single:v1", stub.addr).parse().unwrap();
+    let counters = Arc::new(Counters::default());
+    client
+        .push(
+            &store,
+            &sample.manifest,
+            &reference,
+            &PushOptions {
+                progress: counters.clone(),
+                ..PushOptions::default()
+            },
+        )
+        .await
+        .expect("push falls back to POST then PUT");
+    let s = state.lock().unwrap();
+    assert_eq!(s.single_posts, 1, "the registry's answer is remembered");
+    assert!(s.sessions.is_empty(), "every session was completed");
+    let blobs: Vec<_> = std::iter::once(&sample.config)
+        .chain(&sample.layers)
+        .collect();
+    for d in &blobs {
+        let digest = descriptor_digest(d).unwrap();
+        assert_eq!(
+            s.blobs.get(&digest.to_string()),
+            Some(&store.read_all(&digest).unwrap()),
+            "{digest} arrived whole"
+        );
+    }
+    assert_eq!(Counters::get(&counters.uploaded_monolithic), 3);
+    assert_eq!(
+        Counters::get(&counters.bytes),
+        blobs.iter().map(|d| d.size()).sum::<u64>(),
+        "bytes of a refused request are not counted"
+    );
+    // The session the refused request opened carried its blob: one POST per blob.
+    let posts = stub
+        .seen()
+        .iter()
+        .filter(|r| r.method == Method::POST)
+        .count();
+    assert_eq!(posts, 3);
+}
+
+#[tokio::test]
+async fn pull_does_not_fetch_non_distributable_layers() {
+    let store = MemoryStore::new();
+    let sample = sample_image(&store, "amd64", &[("f", b"distributable")]);
+    let blobs = blobs_of(&store, &sample);
+    let foreign = Digest::sha256(b"a layer that lives elsewhere");
+    let nondist = Digest::sha256(b"another layer that lives elsewhere");
+    let layer = &sample.layers[0];
+    let manifest = |manifest_type: &str,
+                    config_type: &str,
+                    layer_type: &str,
+                    far: (&str, &Digest)| {
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": manifest_type,
+                "config": {
+                    "mediaType": config_type,
+                    "digest": sample.config.digest().to_string(),
+                    "size": sample.config.size(),
+                },
+                "layers": [
+                    {"mediaType": layer_type, "digest": layer.digest().to_string(), "size": layer.size()},
+                    {"mediaType": far.0, "digest": far.1.to_string(), "size": 1234,
+                     "urls": ["http://foreign.invalid/layer"]},
+                ],
+            }))
+            .unwrap(),
+        )
+    };
+    let docker = manifest(
+        media::DOCKER_MANIFEST,
+        media::DOCKER_CONFIG,
+        media::DOCKER_LAYER_GZIP,
+        (media::DOCKER_LAYER_FOREIGN_GZIP, &foreign),
+    );
+    let oci = manifest(
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        media::OCI_LAYER_GZIP,
+        (media::OCI_LAYER_NONDIST_GZIP, &nondist),
+    );
+    let (d, o) = (docker.clone(), oci.clone());
+    let stub = Stub::start(move |req, _| {
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            return status(StatusCode::OK);
+        }
+        let (media_type, bytes) = if p.ends_with("/manifests/docker") {
+            (media::DOCKER_MANIFEST, &d)
+        } else if p.ends_with("/manifests/oci") {
+            (media::OCI_MANIFEST, &o)
+        } else if let Some(digest) = p.strip_prefix("/v2/far/away/blobs/")
+            && let Some(b) = blobs.get(digest)
+        {
+            return b.clone().into_response();
+        } else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        (
+            [
+                (header::CONTENT_TYPE, media_type.to_owned()),
+                (
+                    header::HeaderName::from_static("docker-content-digest"),
+                    Digest::sha256(bytes).to_string(),
+                ),
+            ],
+            bytes.clone(),
+        )
+            .into_response()
+    })
+    .await;
+    let client = test_client(|_| {});
+    for (tag, bytes, far) in [("docker", &docker, &foreign), ("oci", &oci, &nondist)] {
+        let into = MemoryStore::new();
+        let reference = format!("{}/far/away:{tag}", stub.addr).parse().unwrap();
+        let pulled = client
+            .pull(&reference, &into, &PullOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("pull {tag}: {e}"));
+        assert_eq!(pulled.blobs.len(), 2, "{tag}: config and layer only");
+        let root = descriptor_digest(&pulled.root).unwrap();
+        assert_eq!(root, Digest::sha256(bytes));
+        assert_eq!(
+            into.read_all(&root).unwrap(),
+            bytes.to_vec(),
+            "{tag}: kept as is"
+        );
+        assert!(!into.exists(far).unwrap());
+        assert_eq!(into.len(), 3, "{tag}: manifest, config and layer");
+    }
+    let asked: Vec<String> = stub.seen().into_iter().map(|s| s.path).collect();
+    for far in [&foreign, &nondist] {
+        assert!(
+            !asked.iter().any(|p| p.contains(far.hex())),
+            "{far} was requested: {asked:?}"
+        );
+    }
+}

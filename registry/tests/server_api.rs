@@ -921,6 +921,152 @@ async fn large_blob_streams_through() {
     assert_eq!(Digest::sha256(&reply.body), d);
 }
 
+/// The inode of a file, to tell a move from a copy.
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+impl Registry {
+    /// Where the content store keeps `digest`.
+    fn blob_file(&self, digest: &Digest) -> std::path::PathBuf {
+        let hex = digest.hex();
+        self.dir
+            .path()
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// The data file of the upload at `location`.
+    fn upload_data(&self, location: &str) -> std::path::PathBuf {
+        let id = location.rsplit('/').next().unwrap();
+        self.dir.path().join("uploads").join(id).join("data")
+    }
+
+    /// Entries left in `uploads/` and `ingest/`.
+    fn leftovers(&self) -> Vec<std::path::PathBuf> {
+        ["uploads", "ingest"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(self.dir.path().join(d)).unwrap())
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn completing_an_upload_moves_its_data_file_into_the_blob_store() {
+    let r = Registry::new();
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 241) as u8).collect();
+    let d = Digest::sha256(&data);
+    let loc = r.start_upload("a").await;
+    let loc = r
+        .call(Method::PATCH, &loc, &[], data.clone())
+        .await
+        .expect(StatusCode::ACCEPTED)
+        .location();
+    let received = inode(&r.upload_data(&loc));
+    r.call(
+        Method::PUT,
+        &format!("{loc}?digest={d}"),
+        &[("content-length", "0")],
+        Body::empty(),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    // The bytes received are the blob: renamed, not copied.
+    let blob = r.blob_file(&d);
+    assert_eq!(inode(&blob), received);
+    assert!(std::fs::metadata(&blob).unwrap().permissions().readonly());
+    assert_eq!(r.get(&format!("/v2/a/blobs/{d}")).await.body, data);
+    assert!(r.leftovers().is_empty(), "{:?}", r.leftovers());
+
+    // The same content uploaded again leaves the stored blob alone.
+    let loc = r.start_upload("b").await;
+    r.call(Method::PUT, &format!("{loc}?digest={d}"), &[], data.clone())
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(inode(&blob), received);
+    assert_eq!(r.get(&format!("/v2/b/blobs/{d}")).await.body, data);
+    assert!(r.leftovers().is_empty(), "{:?}", r.leftovers());
+
+    // A monolithic POST leaves no session behind either, whether it succeeds or not.
+    let small = r.push_blob("a", b"small and monolithic").await;
+    assert_eq!(
+        std::fs::read(r.blob_file(&small)).unwrap(),
+        b"small and monolithic"
+    );
+    r.call(
+        Method::POST,
+        &format!("/v2/a/blobs/uploads/?digest={small}"),
+        &[],
+        "not what the digest says",
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    assert!(r.leftovers().is_empty(), "{:?}", r.leftovers());
+}
+
+#[tokio::test]
+async fn an_upload_resumed_after_a_restart_completes_from_its_data_file() {
+    let r = Registry::new();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 199) as u8).collect();
+    let d = Digest::sha256(&data);
+    let loc = r.start_upload("a").await;
+    r.call(
+        Method::PATCH,
+        &loc,
+        &[("content-range", "0-199999")],
+        data[..200_000].to_vec(),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    // The restarted server has no running hash: it re-hashes the data file, then moves it.
+    let r2 = r.reopen();
+    drop(r);
+    // A wrong digest is still refused, and stores nothing.
+    let wrong = Digest::sha256(&data[..200_000]);
+    let reply = r2
+        .call(
+            Method::PUT,
+            &format!("{loc}?digest={wrong}"),
+            &[("content-range", "200000-299999")],
+            data[200_000..].to_vec(),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    assert!(reply.json()["errors"][0]["detail"]["digest"] == wrong.to_string());
+    assert_eq!(r2.state.storage().blobs.stat(&d).unwrap(), None);
+    assert!(r2.leftovers().is_empty(), "{:?}", r2.leftovers());
+
+    let loc = r2.start_upload("a").await;
+    r2.call(
+        Method::PATCH,
+        &loc,
+        &[("content-range", "0-199999")],
+        data[..200_000].to_vec(),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    let r3 = r2.reopen();
+    drop(r2);
+    let received = inode(&r3.upload_data(&loc));
+    r3.call(
+        Method::PUT,
+        &format!("{loc}?digest={d}"),
+        &[("content-range", "200000-299999")],
+        data[200_000..].to_vec(),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    assert_eq!(inode(&r3.blob_file(&d)), received);
+    assert_eq!(r3.get(&format!("/v2/a/blobs/{d}")).await.body, data);
+    assert!(r3.leftovers().is_empty(), "{:?}", r3.leftovers());
+}
+
 #[tokio::test]
 async fn delete_blob() {
     let r = Registry::new();

@@ -9,25 +9,34 @@
 //! Ingests live under the same root as the blobs, so landing one is a `rename(2)` within a single
 //! filesystem: readers see either no blob or the whole, verified blob, never a partial one.
 //!
-//! Architecture Invariant: a file under `blobs/` has been hashed on the way in and matched its
-//! expected size and digest before it was renamed there; nothing ever writes to it in place.
+//! [`FsStore`]'s [`Adopter::adopt`] lands a file written elsewhere on the same filesystem (a
+//! registry upload) the same way, by renaming it into `blobs/`, so a large blob is never
+//! copied a second time.
+//!
+//! Architecture Invariant: a file under `blobs/` has been hashed on the way in (by the store's
+//! writer, or by the caller of `adopt` that wrote it) and matched its expected size and digest
+//! before it was renamed there; nothing ever writes to it in place.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result, check_expectations,
-    resolve_range,
+    Adopter, ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result, Verification,
+    adopt_by_copy, check_adoptable, check_expectations, remove_adopted, resolve_range,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 
 /// Size of a writer's buffer. Writes of at least this size bypass it and go straight to the
 /// file, so streaming a multi-GB layer in large chunks costs one `write(2)` per chunk.
 const WRITE_BUFFER: usize = 128 * 1024;
+
+/// Size of the buffer an adopt that re-hashes reads its file with.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Every algorithm the store lays out, in the order [`Digest`]'s `Ord` puts them (algorithm
 /// first, then hex), so walking them in this order walks digests in order.
@@ -46,6 +55,9 @@ const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 /// - Committed blob files are made read-only and never modified in place.
 /// - A failed, aborted or dropped ingest removes its temporary file. Ingests left behind by a
 ///   crash are removed with [`FsStore::prune_ingests`].
+/// - An adopted file lands the same way (read-only, fsync, rename, directory fsync), after its
+///   size was checked and its digest computed from its bytes, by the store or by the caller
+///   that wrote it (see [`Adopter::adopt`] on [`FsStore`]).
 #[derive(Debug, Clone)]
 pub struct FsStore {
     inner: Arc<Layout>,
@@ -200,6 +212,91 @@ impl Ingester for FsStore {
     }
 }
 
+impl Adopter for FsStore {
+    /// Moves the file into `blobs/` by `rename(2)`: one fsync of the file and of the blob's
+    /// directory, no copy. With [`Verification::CallerHashed`] nothing of the file is read;
+    /// with [`Verification::Rehash`] it is hashed once before it is moved.
+    ///
+    /// The file must be a regular file (a symbolic link is refused, never followed) of exactly
+    /// `size` bytes, checked with `fstat` on the opened file. It is copied through an ingest,
+    /// which hashes it whatever `verified` says, instead of moved when it is on another
+    /// filesystem than the store (found out up front from the device numbers, or from an
+    /// `EXDEV` rename), or when it has other hard links, through which it could change once it
+    /// is a blob.
+    ///
+    /// Concurrent adopts and commits of the same digest are safe: each lands its own
+    /// verified file, and a later rename atomically replaces the blob with identical content.
+    /// An error leaves the file where it was, with its permissions, except when fsyncing the
+    /// blob's directory fails after the rename: the blob is then in place, its durability
+    /// unknown, and the error is returned.
+    fn adopt(
+        &self,
+        path: &Path,
+        expected: &Digest,
+        size: u64,
+        verified: Verification,
+    ) -> Result<Info> {
+        // Look before opening: opening a FIFO would block.
+        let meta = fs::symlink_metadata(path).map_err(|e| ContentError::io(path, e))?;
+        check_adoptable(path, &meta, expected, size)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| ContentError::io(path, e))?;
+        let opened = file.metadata().map_err(|e| ContentError::io(path, e))?;
+        check_adoptable(path, &opened, expected, size)?;
+        if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+            return Err(ContentError::io(
+                path,
+                io::Error::other("the file was replaced while it was being adopted"),
+            ));
+        }
+
+        if verified == Verification::Rehash {
+            let mut hasher = expected.algorithm().hasher();
+            let read = io::copy(
+                &mut BufReader::with_capacity(READ_BUFFER, &mut file),
+                &mut hasher,
+            )
+            .map_err(|e| ContentError::io(path, e))?;
+            check_expectations(hasher, read, Some(size), Some(expected))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| ContentError::io(path, e))?;
+        }
+        let info = Info {
+            digest: expected.clone(),
+            size,
+        };
+
+        let blobs = &self.inner.blobs;
+        let store_dev = fs::metadata(blobs)
+            .map_err(|e| ContentError::io(blobs, e))?
+            .dev();
+        if opened.dev() != store_dev || opened.nlink() != 1 {
+            return adopt_by_copy(self, &mut file, path, expected, size);
+        }
+        let target = self.blob_path(expected);
+        if blob_exists(&target)? {
+            drop(file);
+            remove_adopted(path);
+            return Ok(info);
+        }
+        match land(&self.inner, &file, path, &target, expected.algorithm()) {
+            Ok(()) => Ok(info),
+            // A bind mount of the same filesystem also refuses the rename.
+            Err(ContentError::Io { source, .. })
+                if source.kind() == io::ErrorKind::CrossesDevices =>
+            {
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| ContentError::io(path, e))?;
+                adopt_by_copy(self, &mut file, path, expected, size)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Manager for FsStore {
     /// Unlinks the blob file. Readers that already opened it keep reading the old content.
     /// The `<first 2 hex>` directory is kept, so a concurrent commit into it cannot fail.
@@ -315,31 +412,15 @@ impl ContentWriter for FsWriter {
             drop(file);
             return Ok(info);
         }
-
-        let mut perms = file
-            .metadata()
-            .map_err(|e| ContentError::io(&ingest.path, e))?
-            .permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms)
-            .map_err(|e| ContentError::io(&ingest.path, e))?;
-        file.sync_all()
-            .map_err(|e| ContentError::io(&ingest.path, e))?;
+        land(
+            &layout,
+            &file,
+            &ingest.path,
+            &target,
+            info.digest.algorithm(),
+        )?;
         drop(file);
-
-        // `blob_path` always has `<algorithm>/<prefix>` above the file.
-        let prefix_dir = target.parent().ok_or_else(|| {
-            ContentError::io(&target, io::Error::other("blob path has no parent"))
-        })?;
-        let created_prefix = ensure_dir(prefix_dir)?;
-        // A concurrent commit of the same content may have landed since the check above; the
-        // rename then atomically replaces that file with an identical, verified one.
-        fs::rename(&ingest.path, &target).map_err(|e| ContentError::io(&ingest.path, e))?;
         ingest.disarm();
-        sync_dir(prefix_dir)?;
-        if created_prefix {
-            sync_dir(&layout.algorithm_dir(info.digest.algorithm()))?;
-        }
         Ok(info)
     }
 
@@ -392,6 +473,60 @@ impl Drop for IngestFile {
             }
         }
     }
+}
+
+/// Lands the verified file `file`, open on `from`, as the blob at `target`: makes it
+/// read-only, fsyncs it, renames it into place and fsyncs the directory the rename changed
+/// (and `blobs/<algorithm>` when the prefix directory is new). A concurrent commit of the same
+/// content may land first; the rename then atomically replaces that file with an identical,
+/// verified one.
+///
+/// When the rename fails, the file is still at `from` with its permissions restored. When
+/// fsyncing a directory fails, the blob is in place but its durability is unknown.
+fn land(
+    layout: &Layout,
+    file: &File,
+    from: &Path,
+    target: &Path,
+    algorithm: Algorithm,
+) -> Result<()> {
+    let original = file
+        .metadata()
+        .map_err(|e| ContentError::io(from, e))?
+        .permissions();
+    let restore = |e: io::Error| {
+        if let Err(restoring) = file.set_permissions(original.clone()) {
+            tracing::warn!(
+                path = %from.display(),
+                error = %restoring,
+                "could not restore the permissions of a file that did not land"
+            );
+        }
+        ContentError::io(from, e)
+    };
+    let mut readonly = original.clone();
+    readonly.set_readonly(true);
+    file.set_permissions(readonly)
+        .map_err(|e| ContentError::io(from, e))?;
+    file.sync_all().map_err(restore)?;
+
+    // `blob_path` always has `<algorithm>/<prefix>` above the file.
+    let prefix_dir = target
+        .parent()
+        .ok_or_else(|| ContentError::io(target, io::Error::other("blob path has no parent")))?;
+    let created_prefix = match ensure_dir(prefix_dir) {
+        Ok(created) => created,
+        Err(e) => {
+            let _ = file.set_permissions(original.clone());
+            return Err(e);
+        }
+    };
+    fs::rename(from, target).map_err(restore)?;
+    sync_dir(prefix_dir)?;
+    if created_prefix {
+        sync_dir(&layout.algorithm_dir(algorithm))?;
+    }
+    Ok(())
 }
 
 fn not_found_or_io(digest: &Digest, path: &Path, e: io::Error) -> ContentError {

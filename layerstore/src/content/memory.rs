@@ -10,8 +10,8 @@ use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result, check_expectations,
-    resolve_range,
+    Adopter, ContentError, ContentWriter, Info, Ingester, Manager, Provider, Result,
+    check_expectations, resolve_range,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 
@@ -88,6 +88,9 @@ impl Ingester for MemoryStore {
         }))
     }
 }
+
+/// Adopting reads the file in through an ingest (the default), which hashes it.
+impl Adopter for MemoryStore {}
 
 impl Manager for MemoryStore {
     fn delete(&self, digest: &Digest) -> Result<()> {

@@ -8,6 +8,10 @@
 //!
 //! [`ContentStore`] is all three. [`fsck`] re-verifies every blob of any store.
 //!
+//! A fourth role, [`Adopter`], lands a file that was written outside the store (an upload the
+//! registry received, say) as a blob; see [`Adopter::adopt`] for what it checks and what it
+//! takes on trust.
+//!
 //! ## Lifecycle of a write
 //! 1. `writer(algorithm)` opens an ingest. Nothing is visible to readers yet.
 //! 2. `write` streams bytes in; the writer hashes them as they arrive.
@@ -19,8 +23,10 @@
 //!    own temporary data, and the first commit wins.
 //! 4. `abort` (or dropping the writer) discards the ingest.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::Range;
+use std::path::Path;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 
@@ -148,6 +154,110 @@ pub trait Ingester: Send + Sync {
     /// Ingests an in-memory blob (a manifest or config) and returns its info.
     fn ingest_bytes(&self, data: &[u8]) -> Result<Info> {
         self.ingest(&mut &data[..], Some(data.len() as u64), None)
+    }
+}
+
+/// How far [`Adopter::adopt`] may trust its caller about the content of the file it lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The caller computed the expected digest from the file's bytes itself (a running hash
+    /// over every byte as it wrote them, or a read of the file), has closed every handle it
+    /// wrote through, and nothing else writes to the file. The store then checks the size
+    /// against the file's metadata and reads none of the file: the digest was already computed
+    /// from the bytes themselves, by the caller.
+    CallerHashed,
+    /// Nothing is known about the content: the store hashes the file before landing it. That
+    /// costs one sequential read; a store that can move the file still writes nothing.
+    Rehash,
+}
+
+/// Lands files written outside the store as blobs.
+pub trait Adopter: Ingester {
+    /// Lands the file at `path` as the blob `expected` of `size` bytes, and consumes the file:
+    /// on success it is gone from `path`, moved into the store or, when the store already has
+    /// the blob, removed (the commit is then a no-op, as for [`ContentWriter::commit`]).
+    ///
+    /// The size is always checked, against the file's metadata before anything is read; a
+    /// mismatch is [`ContentError::SizeMismatch`]. `verified` says whether the digest is checked
+    /// too ([`Verification::Rehash`]) or taken from the caller, who computed it from the bytes
+    /// ([`Verification::CallerHashed`]). A store that cannot move the file copies it through a
+    /// normal ingest, which hashes it whatever `verified` says.
+    ///
+    /// On error nothing lands and the file is left at `path` as it was. Removing the consumed
+    /// file of a no-op or a copy is best effort: a failure is logged, not returned, since the
+    /// blob has landed by then.
+    ///
+    /// The default copies the file through [`Ingester::ingest`].
+    fn adopt(
+        &self,
+        path: &Path,
+        expected: &Digest,
+        size: u64,
+        verified: Verification,
+    ) -> Result<Info> {
+        let _ = verified;
+        let mut file = open_sized(path, expected, size)?;
+        adopt_by_copy(self, &mut file, path, expected, size)
+    }
+}
+
+/// Opens the file an adopt lands, refusing anything but a regular file of `size` bytes.
+pub(crate) fn open_sized(path: &Path, expected: &Digest, size: u64) -> Result<File> {
+    let file = File::open(path).map_err(|e| ContentError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| ContentError::io(path, e))?;
+    check_adoptable(path, &meta, expected, size)?;
+    Ok(file)
+}
+
+/// Refuses a file to adopt that is not a regular file of `size` bytes.
+pub(crate) fn check_adoptable(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    expected: &Digest,
+    size: u64,
+) -> Result<()> {
+    if !meta.is_file() {
+        return Err(ContentError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
+    if meta.len() != size {
+        return Err(ContentError::SizeMismatch {
+            digest: expected.clone(),
+            expected: size,
+            actual: meta.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Adopts `file` (open on `path`, positioned at its start) by streaming it through an ingest,
+/// which hashes and verifies it, then removes `path`.
+pub(crate) fn adopt_by_copy<S: Ingester + ?Sized>(
+    store: &S,
+    file: &mut File,
+    path: &Path,
+    expected: &Digest,
+    size: u64,
+) -> Result<Info> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, file);
+    let info = store.ingest(&mut reader, Some(size), Some(expected))?;
+    remove_adopted(path);
+    Ok(info)
+}
+
+/// Removes the file an adopt consumed without moving it. The blob has landed already, so a
+/// failure is only logged.
+pub(crate) fn remove_adopted(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "could not remove an adopted file"
+        ),
     }
 }
 

@@ -16,17 +16,25 @@
 //! [`ClientOptions::max_concurrent`] at once) straight into the store, which hashes and counts
 //! the bytes as they arrive and refuses to commit a blob whose digest or size is wrong. A
 //! download that breaks off is resumed with a `Range` request after a backoff. Blobs the store
-//! already has are not downloaded. Manifests are stored last, children first, so a stored
-//! manifest implies that what it references is stored too.
+//! already has are not downloaded, and neither are non-distributable (foreign) layers
+//! (`application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`,
+//! `application/vnd.oci.image.layer.nondistributable.*`): they live at the URLs their
+//! descriptors name, and the manifests that reference them are stored unchanged. Manifests are
+//! stored last, children first, so a stored manifest implies that what it references is stored
+//! too, foreign layers apart.
 //!
 //! ## Push
 //! Every blob the root reaches is pushed in parallel: `HEAD` first (skipped when the
 //! repository has it), then a cross-repository mount when [`PushOptions::mount_from`] names a
 //! repository on the same registry, else an upload. Blobs up to
-//! [`ClientOptions::monolithic_threshold`] go in one `PUT` after the `POST`; larger ones in
-//! `PATCH` chunks of [`ClientOptions::chunk_size`] with `Content-Range`, resuming from the
-//! registry's `Range` after a `416` or a broken connection. Bodies stream from the store.
-//! Then manifests are put children first, by digest, and the root last, by tag.
+//! [`ClientOptions::single_post_threshold`] (configs, small layers) go in a single
+//! `POST ?digest=`, falling back to the next way when the registry opens a session instead;
+//! blobs up to [`ClientOptions::monolithic_threshold`] go in one `PUT` after the `POST`; larger
+//! ones in `PATCH` chunks of [`ClientOptions::chunk_size`] with `Content-Range`, resuming from
+//! the registry's `Range` after a `416` or a broken connection. Bodies stream from the store.
+//! Non-distributable (foreign) layers are not pushed, as containerd does by default: registries
+//! accept manifests that reference them without the blob. Then manifests are put children
+//! first, by digest, and the root last, by tag.
 //!
 //! ## Auth and transport
 //! See [`auth`], [`credentials`] and the transport notes on [`ClientOptions`].
@@ -126,8 +134,15 @@ pub struct ClientOptions {
     pub docker_config: Option<PathBuf>,
     /// Blobs moved at once in a pull or push.
     pub max_concurrent: usize,
-    /// Blobs up to this size are uploaded in one request.
+    /// Blobs up to this size are uploaded in one request after the `POST` that opens the
+    /// session (`POST` then `PUT`).
     pub monolithic_threshold: u64,
+    /// Blobs up to this size (configs, small layers) are first offered in a single request,
+    /// `POST /v2/<name>/blobs/uploads/?digest=` with the blob as its body. A registry that
+    /// answers with a session instead (`202`, as distribution does) gets the blob again by
+    /// `PUT`, and later blobs the usual way. 0 turns single requests off; they are never used
+    /// above `monolithic_threshold`.
+    pub single_post_threshold: u64,
     /// The size of each `PATCH` of a chunked upload (raised to the registry's
     /// `OCI-Chunk-Min-Length`).
     pub chunk_size: u64,
@@ -149,6 +164,7 @@ impl Default for ClientOptions {
             docker_config: None,
             max_concurrent: 4,
             monolithic_threshold: 16 * 1024 * 1024,
+            single_post_threshold: 1024 * 1024,
             chunk_size: 32 * 1024 * 1024,
             max_manifest_size: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),

@@ -32,7 +32,8 @@ pub enum BlobOutcome {
 /// How a blob was uploaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadMethod {
-    /// One request carried the whole blob (`POST` then `PUT`).
+    /// One request carried the whole blob: a single `POST ?digest=`, or `PUT` after the
+    /// `POST` that opened the session.
     Monolithic,
     /// `PATCH` requests with `Content-Range`, then a closing `PUT`; `chunks` counts the
     /// `PATCH`es that were accepted.

@@ -1,16 +1,19 @@
-//! Push: blobs (HEAD, cross-repository mount, monolithic or chunked upload), then manifests.
+//! Push: blobs (HEAD, cross-repository mount, single-request, monolithic or chunked upload),
+//! then manifests.
 
-use berth_layerstore::Digest;
+use std::sync::atomic::Ordering;
+
 use berth_layerstore::content::Provider;
 use berth_layerstore::image::manifest::is_manifest_media_type;
 use berth_layerstore::image::{Descriptor, Manifest, descriptor_digest, reachable};
+use berth_layerstore::{Digest, media};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::client::blobio::body_from_reader;
 use crate::client::error::{ClientError, Result};
-use crate::client::progress::{BlobOutcome, ProgressEvent, UploadMethod};
+use crate::client::progress::{BlobOutcome, ProgressEvent, UploadMethod, no_progress};
 use crate::client::pull::DOCKER_CONTENT_DIGEST;
 use crate::client::transport::{Session, unexpected};
 use crate::client::{Client, PushOptions, auth};
@@ -29,7 +32,8 @@ pub struct PushedImage {
     pub root: Descriptor,
     /// Manifests and indexes pushed or found present, the root included.
     pub manifests: usize,
-    /// Configs and layers pushed, mounted or found present.
+    /// Configs and layers pushed, mounted or found present. Non-distributable layers, which
+    /// are not pushed, are not counted.
     pub blobs: usize,
 }
 
@@ -96,6 +100,13 @@ impl Client {
         let (manifests, blobs): (Vec<Descriptor>, Vec<Descriptor>) = all
             .into_iter()
             .partition(|d| is_manifest_media_type(d.media_type().as_ref()));
+        // Foreign layers stay where their URLs say, as containerd's push does by default.
+        let (foreign, blobs): (Vec<Descriptor>, Vec<Descriptor>) = blobs
+            .into_iter()
+            .partition(|d| media::is_non_distributable(d.media_type().as_ref()));
+        for d in &foreign {
+            tracing::debug!(digest = %d.digest(), "not pushing a non-distributable layer");
+        }
 
         let mount_from: Vec<RepositoryName> = opts
             .mount_from
@@ -350,8 +361,8 @@ impl Client {
         upload_of(session, &resp)
     }
 
-    /// Uploads a blob over `upload` (or a new session): monolithic up to the threshold,
-    /// chunked above it.
+    /// Uploads a blob over `upload`, or else in a single `POST ?digest=` when it is small
+    /// enough, or else over a new session: monolithic up to the threshold, chunked above it.
     async fn upload<S: Provider + ?Sized>(
         &self,
         session: &Session,
@@ -360,12 +371,22 @@ impl Client {
         digest: &Digest,
         upload: Option<Upload>,
     ) -> Result<UploadMethod> {
+        let size = desc.size();
+        let opts = &self.inner.opts;
+        let single_post = size <= opts.single_post_threshold.min(opts.monolithic_threshold)
+            && !session.host.single_post_refused.load(Ordering::Relaxed);
         let upload = match upload {
             Some(u) => u,
+            None if single_post => match self
+                .upload_single_post(session, store, digest, size)
+                .await?
+            {
+                None => return Ok(UploadMethod::Monolithic),
+                Some(u) => u,
+            },
             None => self.start_upload(session).await?,
         };
-        let size = desc.size();
-        let result = if size <= self.inner.opts.monolithic_threshold {
+        let result = if size <= opts.monolithic_threshold {
             self.upload_monolithic(session, store, digest, size, &upload)
                 .await
                 .map(|()| UploadMethod::Monolithic)
@@ -377,6 +398,79 @@ impl Client {
             self.cancel_upload(session, &upload.location).await;
         }
         result
+    }
+
+    /// `POST /v2/<name>/blobs/uploads/?digest=` with the blob as the body. `None` when the
+    /// registry stored it (`201`); otherwise the session to upload it over: the one a `202`
+    /// opened (the body was not taken), or a new one when the single request failed. Either
+    /// way the host is remembered as not taking single requests, so that its later blobs do
+    /// not send their bytes twice.
+    async fn upload_single_post<S: Provider + ?Sized>(
+        &self,
+        session: &Session,
+        store: &S,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Upload>> {
+        let mut url = session.url("blobs/uploads/")?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let sent = session
+            .send("upload blob", false, |http| {
+                let reader = store
+                    .read(digest, None)
+                    .map_err(|e| ClientError::content(digest, e))?;
+                // Progress is reported once the registry took the blob: a refused request
+                // sends the bytes again.
+                Ok(http
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, OCTET_STREAM)
+                    .header(CONTENT_LENGTH, size)
+                    .body(body_from_reader(
+                        reader,
+                        size,
+                        digest.clone(),
+                        no_progress(),
+                    )))
+            })
+            .await;
+        let refused = || {
+            session
+                .host
+                .single_post_refused
+                .store(true, Ordering::Relaxed)
+        };
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e @ ClientError::Http { .. }) => {
+                // A registry that answers early and closes the connection, or a real
+                // transport failure: either way, the usual upload copes.
+                tracing::debug!(%digest, error = %e, "single-request upload failed; uploading by session");
+                refused();
+                return self.start_upload(session).await.map(Some);
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED => {
+                self.check_returned_digest(&resp, &url, digest)?;
+                session.progress.event(&ProgressEvent::BlobAdvance {
+                    digest: digest.clone(),
+                    bytes: size,
+                });
+                Ok(None)
+            }
+            StatusCode::ACCEPTED => {
+                tracing::debug!(%digest, registry = %session.host.name, "single-request upload not supported; uploading by session");
+                refused();
+                upload_of(session, &resp).map(Some)
+            }
+            status => {
+                tracing::debug!(%digest, %status, "single-request upload refused; uploading by session");
+                refused();
+                self.start_upload(session).await.map(Some)
+            }
+        }
     }
 
     async fn upload_monolithic<S: Provider + ?Sized>(

@@ -15,6 +15,7 @@
 //!   recovers those by asking the registry where the upload stands.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub(crate) struct Host {
     pub tls_unchecked: bool,
     /// The host's current challenge, from the ping or the last `401`.
     pub challenge: Mutex<Option<Challenge>>,
+    /// Whether the host did not complete a monolithic `POST ?digest=` (it opened a session
+    /// instead, as the spec allows); small blobs then go `POST` then `PUT` straight away.
+    pub single_post_refused: AtomicBool,
 }
 
 /// Shared state behind a [`crate::client::Client`].
@@ -164,6 +168,7 @@ impl Inner {
                         base,
                         tls_unchecked: *unchecked,
                         challenge: Mutex::new(challenge),
+                        single_post_refused: AtomicBool::new(false),
                     }));
                 }
                 Err(e) => {

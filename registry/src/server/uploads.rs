@@ -11,14 +11,20 @@
 //! ## Writing a request body
 //! The body is streamed, frame by frame, through a bounded channel to a blocking thread that
 //! appends to the session's data file and hashes as it writes. When the body ends, the thread
-//! fsyncs and the new offset is checkpointed; only then is the request acknowledged. A body
-//! that fails midway, or a chunk whose length differs from its `Content-Range`, is rolled back:
-//! the upload stays exactly as the last acknowledged request left it.
+//! flushes the file and the new offset is checkpointed; only then is the request acknowledged.
+//! A body that fails midway, or a chunk whose length differs from its `Content-Range`, is
+//! rolled back: the upload stays exactly as the last acknowledged request left it. Nothing is
+//! fsynced per chunk; the data is made durable once, when the upload completes.
 //!
 //! ## Completing
-//! The closing `PUT ?digest=` checks the client's digest against the hash of the bytes
-//! received, then ingests them into the blob store, which hashes and verifies them again, links
-//! the blob into the repository and removes the session.
+//! The closing `PUT ?digest=` (and a monolithic `POST ?digest=`) checks the client's digest
+//! against the running hash, which was computed from the bytes as they were written to the
+//! data file (or, after a restart, by reading it back). On a match, the data file itself
+//! becomes the blob: the blob store checks its size, fsyncs it and renames it into place
+//! ([`BlobStore::adopt`](crate::storage::BlobStore::adopt)), so completing costs one fsync and
+//! a rename, not a second copy of the blob. Then the blob is linked into the repository and
+//! the session removed. A monolithic `POST ?digest=` uses a transient session, never
+//! checkpointed, since nothing can resume it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +34,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use berth_layerstore::content::ContentError;
 use berth_layerstore::{Algorithm, Digest};
 use futures_util::StreamExt;
 use tokio::sync::OwnedMutexGuard;
@@ -38,6 +45,7 @@ use super::{
     AppState, CONTENT_DIGEST_HEADER, RegistryError, UPLOAD_UUID_HEADER, blocking, build, empty,
 };
 use crate::reference::RepositoryName;
+use crate::storage::StorageError;
 use crate::storage::uploads::{Upload, UploadStore};
 
 /// Frames buffered between the connection and the writing thread.
@@ -87,15 +95,24 @@ impl Sessions {
         live.remove(&id);
     }
 
-    /// Starts a session and returns it locked.
+    /// Starts a session and returns it locked. A transient one backs a single request (see
+    /// [`UploadStore::create_transient`]).
     async fn create(
         &self,
         repo: &RepositoryName,
         algorithm: Algorithm,
+        transient: bool,
     ) -> Result<Locked, RegistryError> {
         let store = self.store.clone();
         let repo = repo.clone();
-        let upload = blocking(move || Ok(store.create(&repo, algorithm)?)).await?;
+        let upload = blocking(move || {
+            Ok(if transient {
+                store.create_transient(&repo, algorithm)?
+            } else {
+                store.create(&repo, algorithm)?
+            })
+        })
+        .await?;
         let slot = self.slot(upload.id);
         let mut guard = slot.lock_owned().await;
         *guard = Some(upload);
@@ -181,11 +198,13 @@ impl Sessions {
         });
         let mut stream = body.into_data_stream();
         let mut received: u64 = 0;
+        let mut frames: u64 = 0;
         let mut failure = None;
         while let Some(frame) = stream.next().await {
             match frame {
                 Ok(frame) => {
                     received += frame.len() as u64;
+                    frames += 1;
                     if let Some(e) = expected
                         && received > e
                     {
@@ -209,6 +228,7 @@ impl Sessions {
         }
         drop(tx);
         let written = writing.await?;
+        tracing::debug!(upload = %upload.id, received, frames, "request body written");
         if failure.is_none()
             && let Some(e) = expected
             && received != e
@@ -324,13 +344,26 @@ pub(crate) async fn start(
             return Ok(response);
         }
         // Not mountable: fall back to a fresh session, as the spec says.
-        let locked = state.sessions().create(&repo, Algorithm::Sha256).await?;
+        let locked = state
+            .sessions()
+            .create(&repo, Algorithm::Sha256, false)
+            .await?;
         return session_response(locked.upload()?, StatusCode::ACCEPTED);
     }
     if let Some(digest) = query_param(&query, "digest") {
         let digest = parse_digest(digest)?;
-        let mut locked = state.sessions().create(&repo, digest.algorithm()).await?;
-        return complete(state, &mut locked, Some(req.into_body()), None, &digest).await;
+        let mut locked = state
+            .sessions()
+            .create(&repo, digest.algorithm(), true)
+            .await?;
+        let result = complete(state, &mut locked, Some(req.into_body()), None, &digest).await;
+        if result.is_err() {
+            // Nothing can resume a transient session.
+            if let Err(e) = state.sessions().remove(&mut locked).await {
+                tracing::warn!(error = %e, "could not remove a failed monolithic upload");
+            }
+        }
+        return result;
     }
     let algorithm =
         match query_param(&query, "digest-algorithm") {
@@ -342,7 +375,7 @@ pub(crate) async fn start(
                 }
             })?,
         };
-    let locked = state.sessions().create(&repo, algorithm).await?;
+    let locked = state.sessions().create(&repo, algorithm, false).await?;
     session_response(locked.upload()?, StatusCode::ACCEPTED)
 }
 
@@ -507,17 +540,44 @@ async fn complete(
         });
     }
 
-    // Ingest (verified again by the blob store), link, then drop the session.
+    // The data file becomes the blob (unless the blob store has it already), then the blob is
+    // linked and the session dropped. The digest and size were checked above against what was
+    // received, so any failure from here on is the registry's, not the client's.
     let storage = state.storage().clone();
     let store = sessions.store.clone();
     let d = digest.clone();
     let link_repo = repo.clone();
     blocking(move || {
-        if storage.blobs.stat(&d)? != Some(size) {
-            let mut reader = store.open_data(&upload)?;
-            storage.blobs.put(&mut reader, size, &d)?;
+        let internal = |what: &str, e: StorageError| {
+            RegistryError::Internal(format!("completing upload {}: {what}: {e}", upload.id))
+        };
+        let present = storage.blobs.stat(&d).map_err(|e| internal("stat", e))?;
+        if present != Some(size) {
+            let data = store.data_path(upload.id);
+            match storage.blobs.adopt(&data, size, &d) {
+                Ok(()) => {}
+                Err(StorageError::Content(ContentError::SizeMismatch { actual, .. })) => {
+                    // The data file is not of the acknowledged length, which only a failed
+                    // rollback leaves: copy the acknowledged bytes instead, verified again.
+                    tracing::warn!(
+                        upload = %upload.id,
+                        acknowledged = size,
+                        on_disk = actual,
+                        "upload data file has an unexpected length; copying it"
+                    );
+                    let mut reader = store.open_data(&upload).map_err(|e| internal("open", e))?;
+                    storage
+                        .blobs
+                        .put(&mut reader, size, &d)
+                        .map_err(|e| internal("copy", e))?;
+                }
+                Err(e) => return Err(internal("adopt", e)),
+            }
         }
-        storage.meta.link_blob(&link_repo, &d, size)?;
+        storage
+            .meta
+            .link_blob(&link_repo, &d, size)
+            .map_err(|e| internal("link", e))?;
         Ok(())
     })
     .await?;

@@ -6,12 +6,14 @@ use std::path::Path;
 
 use berth_layerstore::Digest;
 use berth_layerstore::content::fs::FsStore;
-use berth_layerstore::content::{ContentError, Ingester, Manager, Provider};
+use berth_layerstore::content::{Adopter, ContentError, Ingester, Manager, Provider, Verification};
 
 use super::{BlobStore, Result};
 
 /// Blobs at `<root>/blobs/<algorithm>/<2 hex>/<hex>`, written through `<root>/ingest/` with
-/// temp file, fsync and rename, and verified on the way in.
+/// temp file, fsync and rename, and verified on the way in. [`BlobStore::adopt`] renames an
+/// upload's data file into place instead (fsync, rename, directory fsync), when it is on the
+/// same filesystem.
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     store: FsStore,
@@ -46,6 +48,14 @@ impl BlobStore for FsBlobStore {
 
     fn put(&self, reader: &mut dyn Read, size: u64, digest: &Digest) -> Result<()> {
         self.store.ingest(reader, Some(size), Some(digest))?;
+        Ok(())
+    }
+
+    /// The caller's digest is its running hash over the bytes it wrote, hence
+    /// [`Verification::CallerHashed`]: the file is checked for its size and moved, not read.
+    fn adopt(&self, path: &Path, size: u64, digest: &Digest) -> Result<()> {
+        self.store
+            .adopt(path, digest, size, Verification::CallerHashed)?;
         Ok(())
     }
 

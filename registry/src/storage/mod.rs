@@ -21,7 +21,8 @@
 //! ```text
 //! <root>/blobs/<algorithm>/<2 hex>/<hex>   committed blobs (FsStore)
 //! <root>/ingest/<uuid>                     FsStore ingests in progress
-//! <root>/uploads/<uuid>/data               upload session bytes received so far
+//! <root>/uploads/<uuid>/data               upload session bytes received so far, renamed
+//!                                          into blobs/ when the upload completes
 //! <root>/uploads/<uuid>/state.json         upload session state (repository, algorithm, offset)
 //! <root>/meta.db (+ -wal, -shm)            SQLite metadata
 //! ```
@@ -34,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_layerstore::Digest;
@@ -100,6 +101,26 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Streams `reader` in and stores it as `digest`, verifying size and digest. Storing a
     /// blob that is already there succeeds (after verifying the new bytes).
     fn put(&self, reader: &mut dyn Read, size: u64, digest: &Digest) -> Result<()>;
+
+    /// Stores the file at `path`, of `size` bytes, as `digest`, and consumes the file: on
+    /// success it is gone from `path`. The caller vouches for `digest`: it computed it from the
+    /// file's bytes itself (an upload's running hash), so an implementation may take the file
+    /// as it is, checking only its size, instead of reading it again. Storing a blob that is
+    /// already there succeeds. On error nothing is stored and the file is left in place.
+    ///
+    /// The default streams the file through [`BlobStore::put`], which verifies it, then
+    /// removes it.
+    fn adopt(&self, path: &Path, size: u64, digest: &Digest) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| StorageError::io(path, e))?;
+        // One byte past the size, so that a longer file is caught as a size mismatch.
+        let mut reader =
+            io::BufReader::with_capacity(256 * 1024, file.take(size.saturating_add(1)));
+        self.put(&mut reader, size, digest)?;
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove an adopted file");
+        }
+        Ok(())
+    }
 
     /// Removes the blob; `false` when it was not stored.
     fn delete(&self, digest: &Digest) -> Result<bool>;

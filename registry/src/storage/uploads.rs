@@ -8,12 +8,24 @@
 //!
 //! ## Durability and resumption
 //! A request's bytes become part of an upload only when the request completes: the data file
-//! is fsynced, then `state.json` is replaced (temp file, fsync, rename) with the new `offset`.
+//! is flushed, then `state.json` is replaced (temp file, fsync, rename) with the new `offset`.
 //! That offset is what the registry acknowledged (`Range: 0-<offset-1>`). Whatever lies past it
 //! in the data file, the tail of a request that failed or was cut short by a crash, is
-//! truncated away when the session is next loaded or rolled back. So after a restart an upload
-//! is either resumable from exactly its acknowledged offset or, if its state is unusable,
-//! unknown.
+//! truncated away when the session is next loaded or rolled back. So after a restart of the
+//! server an upload is either resumable from exactly its acknowledged offset or, if its state
+//! is unusable, unknown.
+//!
+//! The data file is not fsynced per request: it is fsynced once, when the completed upload
+//! becomes a blob (it is renamed into the blob store, see
+//! [`BlobStore::adopt`](super::BlobStore::adopt)). After a crash of the whole machine, an
+//! acknowledged offset may therefore name bytes that never reached the disk. That harms
+//! nothing stored: a data file shorter than its offset makes the session unknown, and bytes
+//! that differ from what was received are re-hashed on resumption (see below), so the
+//! completing `PUT` fails its digest check and stores nothing.
+//!
+//! A *transient* session ([`UploadStore::create_transient`]) is never checkpointed: it backs a
+//! single request (a monolithic `POST ?digest=`), is never resumed, and a crash leaves only a
+//! directory without `state.json`, which loading or expiry removes.
 //!
 //! ## Hash state
 //! The running hash of an upload lives in memory ([`Upload::hasher`]). `sha2` cannot
@@ -22,6 +34,10 @@
 //! when the upload is next written to or completed. Checking an upload's status never needs
 //! the hash. Re-hashing costs one sequential read of the partial upload, which is rare and
 //! cheaper than a checkpoint on every request.
+//!
+//! The running hash is what verifies the upload when it completes: it was computed from the
+//! bytes as they were written to the data file (or, after a restart, from the data file
+//! itself), so the blob store may take the data file as it is, without reading it again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -66,6 +82,8 @@ pub struct Upload {
     pub created_at: u64,
     /// Hash of the first `offset` bytes; `None` until re-hashed after a load.
     pub hasher: Option<Hasher>,
+    /// A session of one request, never checkpointed (see the module docs).
+    pub transient: bool,
 }
 
 impl Upload {
@@ -101,15 +119,15 @@ impl ChunkWriter {
         self.written
     }
 
-    /// Flushes and fsyncs the data file; returns the hash of the whole upload so far and the
-    /// number of bytes this writer added.
+    /// Flushes the data file and closes it; returns the hash of the whole upload so far and
+    /// the number of bytes this writer added. The data is not fsynced here: that happens once,
+    /// when the upload completes (see the module docs).
     pub fn finish(self) -> Result<(Hasher, u64)> {
         let file = self
             .file
             .into_inner()
             .map_err(|e| StorageError::io(&self.path, e.into_error()))?;
-        file.sync_data()
-            .map_err(|e| StorageError::io(&self.path, e))?;
+        drop(file);
         Ok((self.hasher, self.written))
     }
 }
@@ -139,12 +157,34 @@ impl UploadStore {
 
     /// Starts a session for `repository`, hashing with `algorithm`.
     pub fn create(&self, repository: &RepositoryName, algorithm: Algorithm) -> Result<Upload> {
+        let upload = self.create_session(repository, algorithm, false)?;
+        self.checkpoint(&upload)?;
+        sync_dir(&self.dir)?;
+        Ok(upload)
+    }
+
+    /// Starts a transient session: one that a single request creates and completes, never
+    /// checkpointed, never resumed, and removed when the request is done (see the module docs).
+    pub fn create_transient(
+        &self,
+        repository: &RepositoryName,
+        algorithm: Algorithm,
+    ) -> Result<Upload> {
+        self.create_session(repository, algorithm, true)
+    }
+
+    fn create_session(
+        &self,
+        repository: &RepositoryName,
+        algorithm: Algorithm,
+        transient: bool,
+    ) -> Result<Upload> {
         let id = Uuid::new_v4();
         let dir = self.session_dir(id);
         fs::create_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
         let data = dir.join(DATA);
         File::create(&data).map_err(|e| StorageError::io(&data, e))?;
-        let upload = Upload {
+        Ok(Upload {
             id,
             repository: repository.clone(),
             algorithm,
@@ -153,10 +193,8 @@ impl UploadStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             hasher: Some(algorithm.hasher()),
-        };
-        self.checkpoint(&upload)?;
-        sync_dir(&self.dir)?;
-        Ok(upload)
+            transient,
+        })
     }
 
     /// Loads a session from disk, truncating its data file to the acknowledged offset.
@@ -220,12 +258,17 @@ impl UploadStore {
             offset: state.offset,
             created_at: state.created_at,
             hasher: None,
+            transient: false,
         })
     }
 
     /// Records `upload.offset` as acknowledged: replaces `state.json` atomically and durably.
-    /// Call after [`ChunkWriter::finish`] has made the bytes durable.
+    /// Call after [`ChunkWriter::finish`] has written the bytes. Does nothing for a transient
+    /// session.
     pub fn checkpoint(&self, upload: &Upload) -> Result<()> {
+        if upload.transient {
+            return Ok(());
+        }
         let dir = self.session_dir(upload.id);
         let state = StateFile {
             repository: upload.repository.to_string(),
@@ -315,7 +358,7 @@ impl UploadStore {
         truncate(&self.data_path(upload.id), upload.offset)
     }
 
-    /// Opens the acknowledged bytes for reading, to ingest them.
+    /// Opens the acknowledged bytes for reading, to copy them.
     pub fn open_data(&self, upload: &Upload) -> Result<io::BufReader<io::Take<File>>> {
         let path = self.data_path(upload.id);
         let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
@@ -442,6 +485,24 @@ mod tests {
         assert_eq!(data, b"hello world");
         store.remove(up.id).unwrap();
         assert!(store.load(up.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn transient_sessions_are_never_checkpointed_nor_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UploadStore::open(dir.path()).unwrap();
+        let mut up = store.create_transient(&repo(), Algorithm::Sha256).unwrap();
+        assert!(up.transient);
+        append(&store, &mut up, b"one request");
+        assert_eq!(up.offset, 11);
+        assert!(!store.session_dir(up.id).join(STATE).exists());
+        assert_eq!(
+            store.digest(&mut up, Algorithm::Sha256).unwrap(),
+            Digest::sha256(b"one request")
+        );
+        // What a crash leaves is unknown, and removed.
+        assert!(store.load(up.id).unwrap().is_none());
+        assert!(!store.session_dir(up.id).exists());
     }
 
     #[test]
