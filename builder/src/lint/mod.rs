@@ -1,10 +1,29 @@
 //! Build checks: BuildKit's lint rules, with the same names, messages and documentation links.
 //!
 //! Rules are reported through a [`Linter`], which applies the Dockerfile's `# check=` directive
-//! (skipped rules are dropped, `error=true` makes the remaining ones fatal) and collects the
-//! findings as [`Warning`]s. Rules that only need the syntax tree run in this module; rules that
-//! need ARG/ENV scoping (`UndefinedVar`, `UndefinedArgInFrom`, `InvalidDefaultArgInFrom`, ...)
-//! are reported by `instructions` while it lowers the tree, through the same [`Linter`].
+//! (skipped rules are dropped, experimental rules run only when named, `error=true` makes the
+//! remaining findings fatal) and collects the findings as [`Warning`]s.
+//!
+//! Two stages report findings, as in BuildKit:
+//! - [`check`] (and [`check_scoped`]) run the rules that need only the syntax tree:
+//!   `StageNameCasing`, `FromAsCasing`, `NoEmptyContinuation`, `ConsistentInstructionCasing`,
+//!   `DuplicateStageName`, `ReservedStageName`, `JSONArgsRecommended`, `MaintainerDeprecated`,
+//!   `MultipleInstructionsDisallowed`, `LegacyKeyValueFormat`, `ExposeProtoCasing`,
+//!   `ExposeInvalidFormat` and the experimental `InvalidDefinitionDescription`;
+//! - `instructions` reports the rules that need ARG/ENV scoping (`UndefinedVar`,
+//!   `UndefinedArgInFrom`, `InvalidDefaultArgInFrom`, `SecretsUsedInArgOrEnv`,
+//!   `WorkdirRelativePath`, `RedundantTargetPlatform`, `FromPlatformFlagConstDisallowed`) while
+//!   it lowers the tree, through the same [`Linter`].
+//!
+//! `CopyIgnoredFile` needs the build context and its `.dockerignore`; nothing reports it yet.
+//!
+//! [`Report`] sorts the findings by line and prints them as `docker build --check` does.
+
+mod report;
+mod rules;
+
+pub use report::Report;
+pub use rules::{Scope, UnknownTarget, check, check_scoped};
 
 use crate::parser::{CheckOptions, Span, Warning};
 
@@ -49,6 +68,12 @@ macro_rules! rules {
             pub fn from_name(name: &str) -> Option<Rule> {
                 Rule::ALL.iter().copied().find(|r| r.name().eq_ignore_ascii_case(name))
             }
+
+            /// Whether the rule is experimental: off unless `# check=experimental=` names it
+            /// (or says `all`), and not affected by `skip`.
+            pub fn is_experimental(self) -> bool {
+                matches!(self, Rule::CopyIgnoredFile | Rule::InvalidDefinitionDescription)
+            }
         }
     };
 }
@@ -78,6 +103,10 @@ rules! {
 }
 
 /// Collects findings, honouring the `# check=` directive.
+///
+/// As in BuildKit, rule names in `skip=` and `experimental=` are matched exactly (they are case
+/// sensitive), `skip` (including `skip=all`) does not turn off an experimental rule that
+/// `experimental=` turned on, and the findings are an error only with `error=true`.
 #[derive(Debug, Clone, Default)]
 pub struct Linter {
     options: CheckOptions,
@@ -85,7 +114,8 @@ pub struct Linter {
 }
 
 impl Linter {
-    /// A linter configured by the Dockerfile's `# check=` directive.
+    /// A linter configured by the Dockerfile's `# check=` directive (or by the
+    /// `BUILDKIT_DOCKERFILE_CHECK` build argument, which replaces it).
     pub fn new(options: CheckOptions) -> Self {
         Linter {
             options,
@@ -93,17 +123,22 @@ impl Linter {
         }
     }
 
-    /// Whether `rule` runs under the directive.
-    pub fn enabled(&self, rule: Rule) -> bool {
-        !self.options.skip_all
-            && !self
-                .options
-                .skip
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(rule.name()))
+    /// The configuration in force.
+    pub fn options(&self) -> &CheckOptions {
+        &self.options
     }
 
-    /// Records a finding of `rule` at `span`, unless the rule is skipped.
+    /// Whether `rule` runs under the directive.
+    pub fn enabled(&self, rule: Rule) -> bool {
+        let named = |list: &[String]| list.iter().any(|s| s == rule.name());
+        if rule.is_experimental() {
+            self.options.experimental_all || named(&self.options.experimental)
+        } else {
+            !self.options.skip_all && !named(&self.options.skip)
+        }
+    }
+
+    /// Records a finding of `rule` at `span`, unless the rule is off.
     pub fn report(&mut self, rule: Rule, span: &Span, message: impl Into<String>) {
         if !self.enabled(rule) {
             return;
@@ -129,5 +164,68 @@ impl Linter {
     /// The findings, in the order they were reported.
     pub fn into_warnings(self) -> Vec<Warning> {
         self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span() -> Span {
+        Span {
+            file: "Dockerfile".into(),
+            line: 1,
+            column: 1,
+            end_line: 1,
+        }
+    }
+
+    #[test]
+    fn skip_matches_names_exactly() {
+        let options = CheckOptions {
+            skip: vec!["fromascasing".into(), "StageNameCasing".into()],
+            ..CheckOptions::default()
+        };
+        let linter = Linter::new(options);
+        assert!(linter.enabled(Rule::FromAsCasing));
+        assert!(!linter.enabled(Rule::StageNameCasing));
+    }
+
+    #[test]
+    fn experimental_rules_need_opting_in_and_ignore_skip() {
+        let linter = Linter::default();
+        assert!(!linter.enabled(Rule::InvalidDefinitionDescription));
+        assert!(!linter.enabled(Rule::CopyIgnoredFile));
+
+        let linter = Linter::new(CheckOptions {
+            skip_all: true,
+            experimental: vec!["InvalidDefinitionDescription".into()],
+            ..CheckOptions::default()
+        });
+        assert!(linter.enabled(Rule::InvalidDefinitionDescription));
+        assert!(!linter.enabled(Rule::CopyIgnoredFile));
+        assert!(!linter.enabled(Rule::FromAsCasing));
+
+        let linter = Linter::new(CheckOptions {
+            experimental_all: true,
+            ..CheckOptions::default()
+        });
+        assert!(linter.enabled(Rule::CopyIgnoredFile));
+    }
+
+    #[test]
+    fn error_needs_a_finding() {
+        let mut linter = Linter::new(CheckOptions {
+            error: true,
+            ..CheckOptions::default()
+        });
+        assert!(!linter.is_error());
+        linter.report(Rule::MaintainerDeprecated, &span(), "m");
+        assert!(linter.is_error());
+        assert_eq!(linter.warnings()[0].rule, "MaintainerDeprecated");
+        assert_eq!(
+            linter.warnings()[0].url,
+            "https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/"
+        );
     }
 }

@@ -80,6 +80,11 @@ pub struct CheckOptions {
     pub skip: Vec<String>,
     /// `error=true`: a failing check fails the build.
     pub error: bool,
+    /// `experimental=all`: every experimental check runs.
+    pub experimental_all: bool,
+    /// `experimental=A,B`: the experimental checks that run (they are off by default, and
+    /// `skip` does not apply to them).
+    pub experimental: Vec<String>,
 }
 
 /// Something that parses but deserves a warning.

@@ -156,37 +156,55 @@ impl std::error::Error for ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.span, self.kind)?;
-        let gutter = " ".repeat(self.span.line.to_string().len());
-        if !self.source_line.is_empty() || self.span.column > 1 {
-            // Tabs are shown as four spaces, on the source line and under it alike.
-            let shown = self.source_line.replace('\t', "    ");
-            let before: usize = self
-                .source_line
-                .chars()
-                .take(self.span.column.saturating_sub(1))
-                .map(|c| if c == '\t' { 4 } else { 1 })
-                .sum();
-            let remaining = self
-                .source_line
-                .chars()
-                .count()
-                .saturating_sub(self.span.column.saturating_sub(1));
-            let width = self.width.min(remaining).max(1);
-            write!(f, "\n{gutter} |")?;
-            write!(f, "\n{} | {}", self.span.line, shown.trim_end())?;
-            write!(
-                f,
-                "\n{gutter} | {}{}",
-                " ".repeat(before),
-                "^".repeat(width)
-            )?;
-        }
-        if let Some(hint) = self.hint() {
-            write!(f, "\n{gutter} = hint: {hint}")?;
-        }
-        Ok(())
+        render(
+            f,
+            &self.span,
+            &self.kind,
+            self.width,
+            &self.source_line,
+            self.hint().as_deref(),
+        )
     }
+}
+
+/// Renders a diagnostic like rustc: `file:line:column: message`, then the source line with a
+/// caret under the `width` characters at the span's column, then the hint.
+pub(crate) fn render(
+    f: &mut fmt::Formatter<'_>,
+    span: &Span,
+    message: &dyn fmt::Display,
+    width: usize,
+    source_line: &str,
+    hint: Option<&str>,
+) -> fmt::Result {
+    write!(f, "{span}: {message}")?;
+    let gutter = " ".repeat(span.line.to_string().len());
+    if !source_line.is_empty() || span.column > 1 {
+        // Tabs are shown as four spaces, on the source line and under it alike.
+        let shown = source_line.replace('\t', "    ");
+        let before: usize = source_line
+            .chars()
+            .take(span.column.saturating_sub(1))
+            .map(|c| if c == '\t' { 4 } else { 1 })
+            .sum();
+        let remaining = source_line
+            .chars()
+            .count()
+            .saturating_sub(span.column.saturating_sub(1));
+        let width = width.min(remaining).max(1);
+        write!(f, "\n{gutter} |")?;
+        write!(f, "\n{} | {}", span.line, shown.trim_end())?;
+        write!(
+            f,
+            "\n{gutter} | {}{}",
+            " ".repeat(before),
+            "^".repeat(width)
+        )?;
+    }
+    if let Some(hint) = hint {
+        write!(f, "\n{gutter} = hint: {hint}")?;
+    }
+    Ok(())
 }
 
 /// The instruction closest to `word` by edit distance, if it is close enough to be a typo.
@@ -203,7 +221,7 @@ pub(crate) fn suggest_instruction(word: &str) -> Option<Instruction> {
 
 /// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
 /// of adjacent characters each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];

@@ -41,6 +41,7 @@ pub use ast::{
 };
 pub use dump::{dump, dump_node, go_quote};
 pub use error::{ParseError, ParseErrorKind};
+pub(crate) use error::{edit_distance, render as render_diagnostic};
 pub use format::{format_dockerfile, format_node};
 
 use error::suggest_instruction;
@@ -591,15 +592,16 @@ struct NodeContext {
     follows_instruction: bool,
 }
 
-/// Parses the value of a `check` directive: `skip=<checks|all>`, `error=<bool>`, or both
-/// separated by `;`.
-fn parse_check_options(value: &str) -> Result<CheckOptions, String> {
+/// Parses the value of a `check` directive (or of the `BUILDKIT_DOCKERFILE_CHECK` build
+/// argument): `skip=<checks|all>`, `error=<bool>` and `experimental=<checks|all>`, separated by
+/// `;`.
+pub fn parse_check_options(value: &str) -> Result<CheckOptions, String> {
     let mut options = CheckOptions::default();
     let value = value.trim();
     if value.is_empty() {
         return Ok(options);
     }
-    for part in value.splitn(2, ';') {
+    for part in value.splitn(3, ';') {
         let Some((key, v)) = part.split_once('=') else {
             return Err(format!("invalid check option {part:?}"));
         };
@@ -610,6 +612,14 @@ fn parse_check_options(value: &str) -> Result<CheckOptions, String> {
                     options.skip_all = true;
                 } else {
                     options.skip = v.split(',').map(|s| s.trim().to_string()).collect();
+                }
+            }
+            "experimental" => {
+                let v = v.trim();
+                if v == "all" {
+                    options.experimental_all = true;
+                } else {
+                    options.experimental = v.split(',').map(|s| s.trim().to_string()).collect();
                 }
             }
             "error" => {

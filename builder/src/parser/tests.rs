@@ -35,6 +35,7 @@ mod directives {
                 skip_all: false,
                 skip: vec!["JSONArgsRecommended".into(), "StageNameCasing".into()],
                 error: true,
+                ..CheckOptions::default()
             }
         );
         assert_eq!(tree.directives[1].span.line, 2);
@@ -779,6 +780,39 @@ mod round_trip {
             }
             h
         });
+    }
+
+    /// Prints `source`'s tree and checks that it parses back to the same dump.
+    fn reprints(source: &str) -> String {
+        let tree = ok(source);
+        let printed = format_dockerfile(&tree);
+        let again = ok(&printed);
+        assert_eq!(dump(&again), dump(&tree), "printed as {printed:?}");
+        assert_eq!(format_dockerfile(&again), printed);
+        printed
+    }
+
+    #[test]
+    fn text_ending_with_the_escape_stays_uncontinued() {
+        // Continued up to the end of the file: the text keeps its last backslash.
+        assert_eq!(
+            reprints("FROM a\nRUN make \\ \\"),
+            "FROM a\nRUN make \\ \\\n"
+        );
+        assert_eq!(
+            reprints("# escape=`\nFROM a\nCOPY a ` `"),
+            "# escape=`\n\nFROM a\nCOPY a ` `\n"
+        );
+    }
+
+    #[test]
+    fn words_that_would_read_as_json_stay_words() {
+        let printed = reprints("FROM a\nADD [\u{c}]\nCOPY [\u{b}\"a\"\u{b}]\nVOLUME [\u{c}]\n");
+        assert_eq!(
+            printed,
+            "FROM a\nADD [\u{b}]\nCOPY [\u{b}\"a\"\u{b}]\nVOLUME [\u{b}]\n"
+        );
+        assert_eq!(reprints("FROM [\u{c}]\n"), "FROM [ ]\n");
     }
 
     #[test]
