@@ -2,9 +2,12 @@
 //! arguments into library calls. Library crates return typed errors; this layer adds context
 //! with `anyhow` and prints them.
 
+mod build;
 mod copy;
 mod dockerfile;
+mod images;
 mod layer;
+mod progress;
 mod registry;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +26,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile; for now `--check` only, which runs the build checks.
+    Build(build::BuildArgs),
     /// Copy an image between registries, OCI layouts and archives (skopeo's location syntax).
     Copy(copy::CopyArgs),
     /// Inspect Dockerfiles as berth reads them.
     #[command(subcommand)]
     Dockerfile(dockerfile::DockerfileCommand),
+    /// The local image store: images, pull, push, tag, rmi, inspect, save, load.
+    #[command(flatten)]
+    Image(images::ImageCommand),
     /// Create and apply image layers (differential tar archives).
     #[command(subcommand)]
     Layer(layer::LayerCommand),
@@ -40,8 +48,10 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Build(args) => build::run(args),
         Command::Copy(args) => copy::run(args),
         Command::Dockerfile(cmd) => dockerfile::run(cmd),
+        Command::Image(cmd) => images::run(cmd),
         Command::Layer(cmd) => layer::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Serve(args) => registry::serve(args),

@@ -39,6 +39,7 @@ pub mod docker_archive;
 pub mod layout;
 pub mod manifest;
 pub mod platform;
+pub mod store;
 mod tarball;
 mod walk;
 
