@@ -228,13 +228,17 @@ fn a_missing_context_fails() {
 }
 
 #[test]
-fn building_is_not_available_yet() {
+fn a_build_without_check_needs_its_base_image_in_the_store() {
     let dir = context("FROM alpine\n");
-    let out = berth(dir.path(), &["build", "-t", "app:1", "."], None);
-    assert_eq!(out.status.code(), Some(2));
+    let out = berth(
+        dir.path(),
+        &["build", "--root", "store", "-t", "app:1", "."],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("not available yet"), "{err}");
-    assert!(err.contains("--check"), "{err}");
+    assert!(err.contains("Dockerfile:1"), "{err}");
+    assert!(err.contains("alpine"), "{err}");
     assert_eq!(stdout(&out), "");
 }
 

@@ -10,15 +10,17 @@
 //! - [`instructions`]: typed commands per stage, with ARG/ENV scoping and word expansion;
 //! - [`graph`]: the stage and step DAG, pruned to `--target`, with a stable identity per step;
 //! - [`lint`]: BuildKit's build checks, honouring the `# check=` directive;
-//! - [`context`]: `.dockerignore` and the walker over the build context.
-//!
-//! Still to come:
-//! - `solver`: runs ready vertices concurrently, RUN steps through `berth_runner::sandbox`, and
-//!   turns each step's snapshot diff into a layer with `berth_layerstore::layer`.
+//! - [`context`]: `.dockerignore` and the walker over the build context;
+//! - [`solver`]: runs the target's steps (RUN through `berth_runner::sandbox`, COPY from the
+//!   context, metadata into the image config), each step's snapshot diff a layer, and writes
+//!   the image into the local image store.
 
 pub mod context;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod graph;
 pub mod instructions;
 pub mod lint;
 pub mod parser;
 pub mod shell;
+pub mod solver;

@@ -1,19 +1,25 @@
-//! `berth build`: for now only `--check`, which runs BuildKit's build checks on the Dockerfile
-//! and prints their findings as `docker buildx build --check` does. Building images waits for
-//! the executor.
+//! `berth build`: builds the image of a Dockerfile with `berth_builder::solver` into the local
+//! image store (and, with `--output type=oci,dest=FILE`, an OCI archive), printing BuildKit's
+//! plain progress on stderr and the image id on stdout. `--check` runs BuildKit's build checks
+//! on the Dockerfile instead and prints their findings as `docker buildx build --check` does.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use std::time::Instant;
+
+use anyhow::{Context as _, anyhow};
+use berth_builder::context::Context;
 use berth_builder::instructions;
 use berth_builder::lint::{self, Linter, Report, Scope};
 use berth_builder::parser::{self, Dockerfile};
+use berth_builder::solver::{self, Progress, SolveOptions, Solver};
+use berth_layerstore::image::layout;
+use berth_layerstore::layer::LayerOptions;
 use clap::Args;
 
-/// Exit status of `berth build` without `--check`, until images can be built.
-const NOT_AVAILABLE: i32 = 2;
+use super::images::{StoreArgs, normalize, parse_name};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -35,25 +41,154 @@ pub struct BuildArgs {
     /// `# check=error=true` is set and something was found.
     #[arg(long)]
     pub check: bool,
+    /// The OCI runtime that runs RUN steps [default: runc on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// Where else the image goes: `type=oci,dest=FILE` writes an OCI archive.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub output: Vec<String>,
+    /// Write the image id to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The build context: a directory.
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    if !args.check {
-        let what = match args.tags.first() {
-            Some(tag) => format!("{tag} was not built"),
-            None => "nothing was built".to_string(),
-        };
-        // The binary maps every error to exit status 1; this one has its own status.
-        eprintln!(
-            "berth: error: building images is not available yet ({what}); \
-             `berth build --check` runs the build checks on the Dockerfile"
-        );
-        std::process::exit(NOT_AVAILABLE);
+    if args.check {
+        check(&args)
+    } else {
+        build(&args)
     }
-    check(&args)
+}
+
+/// Where `--output` sends the image besides the store.
+enum Output {
+    OciArchive(PathBuf),
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_owned()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => anyhow::bail!("--output {spec}: unknown or unsupported field {part:?}"),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("oci"), Some(dest)) => Ok(Output::OciArchive(dest)),
+        (Some("oci"), None) => anyhow::bail!("--output {spec}: type=oci needs dest=FILE"),
+        _ => anyhow::bail!("--output {spec}: only type=oci,dest=FILE is supported"),
+    }
+}
+
+/// Builds the image: lowering (with the configs of the base images the store has), then the
+/// solver, progress on stderr as BuildKit's plain lines, the id on stdout.
+fn build(args: &BuildArgs) -> anyhow::Result<()> {
+    let outputs = args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names = args
+        .tags
+        .iter()
+        .map(|t| parse_name(t).map(|(_, name)| name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (source, name) = read_dockerfile(args)?;
+    let tree = parser::parse(&source, &name).map_err(|e| anyhow!("{e}"))?;
+    let store = args.store.open()?;
+    let mut options = instructions::BuildOptions {
+        build_args: build_args(&args.build_args)?,
+        target: args.target.clone(),
+        ..instructions::BuildOptions::default()
+    };
+    let lower = |options: &instructions::BuildOptions| {
+        let mut linter = Linter::new(tree.check.clone());
+        instructions::lower(&tree, options, &mut linter)
+            .map_err(|e| anyhow!("{}", e.with_source(&source)))
+    };
+    let mut lowered = lower(&options)?;
+    let bases = solver::base_images(&store, &lowered, &normalize);
+    if !bases.is_empty() {
+        options.base_images = bases;
+        lowered = lower(&options)?;
+    }
+    let dockerfile = match &args.file {
+        Some(f) if f.as_os_str() == "-" => None,
+        Some(f) => Some(f.clone()),
+        None => Some(args.context.join("Dockerfile")),
+    };
+    let context = Context::open(&args.context, dockerfile.as_deref())
+        .with_context(|| format!("opening the build context {}", args.context.display()))?;
+    let root = store.root().to_path_buf();
+    let solve_options = SolveOptions {
+        snapshot_root: root.join("snapshots"),
+        sandbox_root: root.join("sandbox"),
+        runtime: args.runtime.clone(),
+        names,
+        layer: LayerOptions::default(),
+    };
+    let started = Instant::now();
+    let stderr = std::io::stderr();
+    let mut progress = |event: Progress<'_>| {
+        let mut err = stderr.lock();
+        let _ = match event {
+            Progress::Start { vertex, name } => writeln!(err, "#{vertex} {name}"),
+            Progress::Output { vertex, bytes } => {
+                let at = started.elapsed().as_secs_f64();
+                let text = String::from_utf8_lossy(bytes);
+                let mut r = Ok(());
+                for line in text.lines() {
+                    r = writeln!(err, "#{vertex} {at:.3} {line}");
+                }
+                r
+            }
+            Progress::Error { vertex, message } => writeln!(err, "#{vertex} ERROR: {message}\n"),
+            Progress::Done { vertex, seconds } => {
+                writeln!(err, "#{vertex} DONE {seconds:.1}s\n")
+            }
+        };
+    };
+    let solver = Solver::new(
+        &store,
+        &context,
+        &source,
+        &normalize,
+        solve_options,
+        &mut progress,
+    )?;
+    let built = solver.build(&lowered)?;
+    for output in outputs {
+        match output {
+            Output::OciArchive(dest) => {
+                let entry = (names_first(args)?, built.manifest.clone());
+                let file = std::fs::File::create(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                layout::export_tar(store.content(), &[entry], std::io::BufWriter::new(file))
+                    .with_context(|| format!("writing {}", dest.display()))?
+                    .flush()?;
+            }
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, built.id.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{}", built.id);
+    Ok(())
+}
+
+fn names_first(args: &BuildArgs) -> anyhow::Result<Option<String>> {
+    args.tags
+        .first()
+        .map(|t| parse_name(t).map(|(_, name)| name))
+        .transpose()
 }
 
 /// `--check`: stdout gets the report (nothing when the check failed without findings), and a

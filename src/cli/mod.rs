@@ -26,7 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build an image from a Dockerfile; for now `--check` only, which runs the build checks.
+    /// Build an image from a Dockerfile into the local image store (`--check` runs the build
+    /// checks instead).
     Build(build::BuildArgs),
     /// Copy an image between registries, OCI layouts and archives (skopeo's location syntax).
     Copy(copy::CopyArgs),

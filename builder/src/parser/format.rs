@@ -4,8 +4,9 @@
 //! one line (continuations joined, word lists separated by one space, exec forms as compact
 //! JSON), the comments above it, and here-document bodies after it.
 
-use super::ast::{Args, Dockerfile, Heredoc, Node, Separator};
-use super::scan::directive_parts;
+use super::ast::{Args, Dockerfile, Heredoc, Instruction, Node, Separator};
+use super::json::{JsonArgs, parse_json_args};
+use super::scan::{directive_parts, trim_continuation};
 
 /// The whole file as text.
 pub fn format_dockerfile(dockerfile: &Dockerfile) -> String {
@@ -28,7 +29,15 @@ pub fn format_dockerfile(dockerfile: &Dockerfile) -> String {
             out.push_str(comment);
             out.push('\n');
         }
-        out.push_str(&format_node(node));
+        let line = format_node(node);
+        out.push_str(&line);
+        // Text that ends with the escape character (only an instruction continued up to the end
+        // of the file has it) would be read as continued: one more escape keeps it, as the
+        // source did.
+        if !trim_continuation(&line, dockerfile.escape).1 {
+            out.push(' ');
+            out.push(dockerfile.escape);
+        }
         out.push('\n');
         for heredoc in heredocs(node) {
             out.push_str(&heredoc.content);
@@ -57,7 +66,20 @@ pub fn format_node(node: &Node) -> String {
         out.push(' ');
         out.push_str(&flag.raw);
     }
-    let args = format_args(&node.args);
+    let mut args = format_args(&node.args);
+    // `ADD`, `COPY` and `VOLUME` words that read as a JSON array once joined with spaces (`[`
+    // and `]`) are kept apart with a vertical tab instead: it separates words but is not JSON
+    // white space.
+    if let Args::Words(words) = &node.args
+        && matches!(
+            node.instruction,
+            Instruction::Add | Instruction::Copy | Instruction::Volume
+        )
+        && words.len() > 1
+        && parse_json_args(&args) != JsonArgs::NotJson
+    {
+        args = words.join("\u{b}");
+    }
     if !args.is_empty() {
         // Arguments that start with `--` would be read as flags without the separator.
         if args.starts_with("--") {

@@ -103,15 +103,14 @@ pub(crate) fn extract_flags(text: &str) -> (Vec<RawFlag>, usize) {
         Word,
         Quote(char),
     }
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut chars = text.char_indices().peekable();
     let mut flags = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
     let mut blank_ok = false;
     let mut word_start = 0;
-    let mut i = 0;
     loop {
-        let Some(&(pos, mut c)) = chars.get(i) else {
+        let Some((pos, mut c)) = chars.next() else {
             if phase != Phase::Spaces && word != "--" && (blank_ok || !word.is_empty()) {
                 flags.push(RawFlag {
                     start: word_start,
@@ -124,14 +123,15 @@ pub(crate) fn extract_flags(text: &str) -> (Vec<RawFlag>, usize) {
         match phase {
             Phase::Spaces => {
                 if is_space(c) {
-                    i += 1;
                     continue;
                 }
-                if c != '-' || chars.get(i + 1).map(|&(_, n)| n) != Some('-') {
+                if c != '-' || chars.peek().map(|&(_, n)| n) != Some('-') {
                     return (flags, pos);
                 }
+                // The first `-` of the word.
                 phase = Phase::Word;
                 word_start = pos;
+                word.push(c);
             }
             Phase::Word => {
                 if is_space(c) {
@@ -148,35 +148,29 @@ pub(crate) fn extract_flags(text: &str) -> (Vec<RawFlag>, usize) {
                     }
                     word.clear();
                     blank_ok = false;
-                    i += 1;
                     continue;
                 }
                 if c == '\'' || c == '"' {
                     phase = Phase::Quote(c);
                     blank_ok = true;
-                    i += 1;
                     continue;
                 }
                 if c == '\\' {
-                    i += 1;
-                    match chars.get(i) {
-                        Some(&(_, n)) => c = n,
+                    match chars.next() {
+                        Some((_, n)) => c = n,
                         None => continue,
                     }
                 }
                 word.push(c);
-                i += 1;
             }
             Phase::Quote(q) => {
                 if c == q {
                     phase = Phase::Word;
-                    i += 1;
                     continue;
                 }
                 if c == '\\' {
-                    i += 1;
-                    match chars.get(i) {
-                        Some(&(_, n)) => c = n,
+                    match chars.next() {
+                        Some((_, n)) => c = n,
                         None => {
                             phase = Phase::Word;
                             continue;
@@ -184,7 +178,6 @@ pub(crate) fn extract_flags(text: &str) -> (Vec<RawFlag>, usize) {
                     }
                 }
                 word.push(c);
-                i += 1;
             }
         }
     }
@@ -304,6 +297,11 @@ pub(crate) struct HeredocMarker {
 /// The line is split into words with quotes and escapes kept and unset variables left as
 /// written; every word of the form `[fd]<<[-]WORD` opens a here-document.
 pub(crate) fn heredoc_markers(line: &str) -> Result<Vec<HeredocMarker>, ExpandError> {
+    // Words keep their quotes and escapes and variables are not expanded, so a marker's `<<`
+    // is on the line as written.
+    if !line.contains("<<") {
+        return Ok(Vec::new());
+    }
     let lex = Lex::new('\\')
         .raw_quotes(true)
         .raw_escapes(true)
