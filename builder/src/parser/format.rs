@@ -2,7 +2,9 @@
 //!
 //! The output parses to a tree with the same dump: directives first, then each instruction on
 //! one line (continuations joined, word lists separated by one space, exec forms as compact
-//! JSON), the comments above it, and here-document bodies after it.
+//! JSON), the comments above it, and here-document bodies after it. Where the plain form would
+//! read differently, white space the parser ignores keeps it apart: a vertical tab ends a line
+//! whose text ends with the escape character, or separates words that would read as JSON.
 
 use super::ast::{Args, Dockerfile, Heredoc, Instruction, Node, Separator};
 use super::json::{JsonArgs, parse_json_args};
@@ -31,12 +33,11 @@ pub fn format_dockerfile(dockerfile: &Dockerfile) -> String {
         }
         let line = format_node(node);
         out.push_str(&line);
-        // Text that ends with the escape character (only an instruction continued up to the end
-        // of the file has it) would be read as continued: one more escape keeps it, as the
-        // source did.
+        // Text that ends with the escape character (after a carriage return, say, or continued
+        // up to the end of the file) would read as continued: a vertical tab after it is not
+        // space or tab, so the line does not continue, and it is trimmed from the arguments.
         if !trim_continuation(&line, dockerfile.escape).1 {
-            out.push(' ');
-            out.push(dockerfile.escape);
+            out.push('\u{b}');
         }
         out.push('\n');
         for heredoc in heredocs(node) {
@@ -104,6 +105,11 @@ fn format_args(args: &Args) -> String {
             .iter()
             .map(|kv| match kv.separator {
                 Separator::Equals => format!("{}={}", kv.key, kv.value),
+                // A key ending with an escape character escapes one space after it (`\ ` is
+                // part of a word): a second one still ends the key.
+                Separator::Space if kv.key.ends_with(['\\', '`']) => {
+                    format!("{}  {}", kv.key, kv.value)
+                }
                 Separator::Space => format!("{} {}", kv.key, kv.value),
             })
             .collect::<Vec<_>>()

@@ -797,11 +797,22 @@ mod round_trip {
         // Continued up to the end of the file: the text keeps its last backslash.
         assert_eq!(
             reprints("FROM a\nRUN make \\ \\"),
-            "FROM a\nRUN make \\ \\\n"
+            "FROM a\nRUN make \\\u{b}\n"
         );
         assert_eq!(
             reprints("# escape=`\nFROM a\nCOPY a ` `"),
-            "# escape=`\n\nFROM a\nCOPY a ` `\n"
+            "# escape=`\n\nFROM a\nCOPY a `\u{b}\n"
+        );
+        // A carriage return after the escape: not continued, and neither is the next line.
+        assert_eq!(reprints("FROM\r\\\r \nRUN\n"), "FROM \\\u{b}\nRUN\n");
+    }
+
+    #[test]
+    fn a_legacy_key_ending_with_the_escape_keeps_its_value() {
+        assert_eq!(reprints("FROM a\nENV \\\u{c} =\n"), "FROM a\nENV \\  =\n");
+        assert_eq!(
+            reprints("# escape=`\nFROM a\nLABEL k`\tv w\n"),
+            "# escape=`\n\nFROM a\nLABEL k`  v w\n"
         );
     }
 
