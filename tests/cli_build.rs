@@ -14,21 +14,11 @@ mod registry_support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use berth_layerstore::Digest;
 use registry_support::*;
 use serde_json::{Value, json};
-
-/// Runs berth with the store under `root`; returns the output whatever the exit status.
-fn berth_out(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .env("BERTH_ROOT", root)
-        .env("BERTH_LOG", "warn")
-        .output()
-        .expect("run berth")
-}
 
 /// Runs berth and returns (stdout, stderr), panicking with its stderr when it fails.
 fn berth(root: &Path, args: &[&str]) -> (String, String) {
@@ -41,15 +31,6 @@ fn berth(root: &Path, args: &[&str]) -> (String, String) {
         out.status,
     );
     (stdout, stderr)
-}
-
-/// The host's architecture in Go's terms.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// Removes images from the daemon when dropped, so a failing test leaves nothing behind.
@@ -107,45 +88,19 @@ fn load_busybox_base(dir: &Path, root: &Path, name: &str) {
         "history": [{"created": "2026-01-02T03:04:05Z", "created_by": "cli_build base"}],
     });
     let config_bytes = serde_json::to_vec(&config).unwrap();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": Digest::sha256(&config_bytes).to_string(),
-            "size": config_bytes.len(),
-        },
-        "layers": [{
-            "mediaType": layer["media_type"],
-            "digest": layer["digest"],
-            "size": layer["size"],
-        }],
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let index = json!({"schemaVersion": 2, "manifests": [{
+    let manifest_bytes = manifest_over(&config_bytes, &layer);
+    let root_descriptor = json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": Digest::sha256(&manifest_bytes).to_string(),
         "size": manifest_bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": name},
-    }]});
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        tar.append_data(&mut h, name, data).unwrap();
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    for blob in [&layer_bytes, &config_bytes, &manifest_bytes] {
-        add(
-            &format!("blobs/sha256/{}", Digest::sha256(blob).hex()),
-            blob,
-        );
-    }
-    add("index.json", &serde_json::to_vec(&index).unwrap());
+    });
     let archive = dir.join("base-oci.tar");
-    fs::write(&archive, tar.into_inner().unwrap()).unwrap();
+    pack_oci(
+        &archive,
+        &[&layer_bytes, &config_bytes, &manifest_bytes],
+        root_descriptor,
+        name,
+    );
     berth(root, &["load", "-i", archive.to_str().unwrap()]);
 }
 

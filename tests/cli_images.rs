@@ -12,21 +12,11 @@ mod registry_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use berth_layerstore::Digest;
 use registry_support::*;
 use serde_json::{Value, json};
-
-/// Runs berth with the store under `root`; returns the output whatever the exit status.
-fn berth_out(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .env("BERTH_ROOT", root)
-        .env("BERTH_LOG", "warn")
-        .output()
-        .expect("run berth")
-}
 
 /// Runs berth and returns its stdout, panicking with its stderr when it fails.
 fn berth(root: &Path, args: &[&str]) -> String {
@@ -98,14 +88,6 @@ impl Drop for DockerImages {
 }
 
 /// The host's architecture in Go's terms.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// The test image, packed as an OCI archive.
 struct TinyImage {
     archive: PathBuf,
@@ -154,46 +136,8 @@ fn config_and_manifest(layer: &Value, arch: &str, message: &str) -> (Vec<u8>, Ve
         "history": [{"created": "2026-01-02T03:04:05Z", "created_by": "cli_images test"}],
     });
     let config_bytes = serde_json::to_vec(&config).unwrap();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": Digest::sha256(&config_bytes).to_string(),
-            "size": config_bytes.len(),
-        },
-        "layers": [{
-            "mediaType": layer["media_type"],
-            "digest": layer["digest"],
-            "size": layer["size"],
-        }],
-    });
-    (config_bytes, serde_json::to_vec(&manifest).unwrap())
-}
-
-/// Writes an OCI archive at `path` holding `blobs` and one `index.json` entry, `root`, named
-/// `name`.
-fn pack_oci(path: &Path, blobs: &[&[u8]], root: Value, name: &str) {
-    let mut root = root;
-    root["annotations"] = json!({"org.opencontainers.image.ref.name": name});
-    let index = json!({"schemaVersion": 2, "manifests": [root]});
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        tar.append_data(&mut h, name, data).unwrap();
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    for blob in blobs {
-        add(
-            &format!("blobs/sha256/{}", Digest::sha256(blob).hex()),
-            blob,
-        );
-    }
-    add("index.json", &serde_json::to_vec(&index).unwrap());
-    fs::write(path, tar.into_inner().unwrap()).unwrap();
+    let manifest = manifest_over(&config_bytes, layer);
+    (config_bytes, manifest)
 }
 
 /// Builds a busybox image whose command prints `message`, as an OCI archive naming it `name`.

@@ -1,7 +1,13 @@
 //! Shared by the tests that run `berth registry serve` as a real process: starting and stopping
-//! the server, and a minimal HTTP/1.1 client on `std::net` (one request per connection).
+//! the server, and a minimal HTTP/1.1 client on `std::net` (one request per connection). `oci`
+//! holds the hand-made images that the tests of the image verbs and of `berth build` load.
 
 #![allow(dead_code)]
+
+mod oci;
+// Not every test binary that includes this module uses these helpers.
+#[allow(unused_imports)]
+pub use oci::*;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
