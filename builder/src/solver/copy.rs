@@ -126,6 +126,24 @@ struct Attrs {
 type Flags = (Option<(u32, u32)>, Option<u32>);
 
 /// `--chown` (resolved in the destination root) and `--chmod`.
+/// Where a COPY of `sources` sources lands: the absolute destination, and whether
+/// it is a directory (a trailing `/` or `/.`, `.`, several sources, or an existing directory).
+fn destination(
+    root: &Path,
+    workdir: Option<&str>,
+    dest: &str,
+    sources: usize,
+) -> Result<(String, bool), String> {
+    let absolute = super::absolute(workdir, dest);
+    let host = resolve_in_root(root, Path::new(&absolute)).map_err(|e| e.to_string())?;
+    let is_dir = dest.ends_with('/')
+        || dest.ends_with("/.")
+        || dest == "."
+        || sources > 1
+        || fs::metadata(&host).is_ok_and(|m| m.is_dir());
+    Ok((absolute, is_dir))
+}
+
 fn flags(root: &Path, copy: &Copy) -> Result<Flags, String> {
     let owner = match &copy.chown {
         Some(chown) => {
@@ -168,13 +186,7 @@ pub(super) fn copy_from_root(
             .map_err(|e| format!("failed to compute cache key: {source:?}: {e}"))?;
         selected.push((host, md));
     }
-    let dest = super::absolute(workdir, &copy.dest);
-    let dest_host = resolve_in_root(root, Path::new(&dest)).map_err(|e| e.to_string())?;
-    let dest_is_dir = copy.dest.ends_with('/')
-        || copy.dest.ends_with("/.")
-        || copy.dest == "."
-        || selected.len() > 1
-        || fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+    let (dest, dest_is_dir) = destination(root, workdir, &copy.dest, selected.len())?;
     let io_err = |what: &Path, e: io::Error| format!("{}: {e}", what.display());
     for (host, md) in &selected {
         if md.is_dir() {
@@ -278,13 +290,7 @@ pub(super) fn copy_from_context(
         }
         selected.extend(entries);
     }
-    let dest = super::absolute(workdir, &copy.dest);
-    let dest_host = resolve_in_root(root, Path::new(&dest)).map_err(|e| e.to_string())?;
-    let dest_is_dir = copy.dest.ends_with('/')
-        || copy.dest.ends_with("/.")
-        || copy.dest == "."
-        || selected.len() > 1
-        || fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+    let (dest, dest_is_dir) = destination(root, workdir, &copy.dest, selected.len())?;
     let io_err = |what: &Path, e: io::Error| format!("{}: {e}", what.display());
 
     for entry in &selected {
