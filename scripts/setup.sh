@@ -12,6 +12,7 @@ PACKAGES=(
   docker-registry  # CNCF distribution, the peer registry
   podman           # second registry client in the interop tests
   tar gzip coreutils
+  curl python3     # the quick start: registry readiness, a free port
   hyperfine time   # benchmarks: repeated timings, peak RSS
   wrk              # benchmarks: HTTP load on the registry
 )
