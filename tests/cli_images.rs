@@ -614,3 +614,57 @@ fn an_index_is_kept_whole_and_pulled_one_platform_at_a_time() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// `rmi` removes the snapshots `berth build` left for the layers no image has any more, and
+/// keeps those another image still uses.
+#[test]
+fn rmi_prunes_the_snapshots_of_removed_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let context = dir.path().join("context");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("a.txt"), "shared\n").unwrap();
+    fs::write(context.join("b.txt"), "only in the second image\n").unwrap();
+    fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY a.txt /\n").unwrap();
+    fs::write(
+        context.join("second.Dockerfile"),
+        "FROM scratch\nCOPY a.txt /\nCOPY b.txt /\n",
+    )
+    .unwrap();
+    let ctx = context.to_str().unwrap();
+    let second = context.join("second.Dockerfile");
+    berth(&root, &["build", "-t", "first", ctx]);
+    berth(
+        &root,
+        &["build", "-t", "second", "-f", second.to_str().unwrap(), ctx],
+    );
+    let snapshots = || {
+        berth_layerstore::snapshot::SnapshotStore::open(root.join("snapshots"))
+            .unwrap()
+            .list()
+            .unwrap()
+    };
+    let diff_ids = |image: &str| -> Vec<String> {
+        inspect(&root, image)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no layers in {}", inspect(&root, image)))
+            .iter()
+            .map(|d| d.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = diff_ids("first");
+    let both = diff_ids("second");
+    assert_eq!(first.len(), 1);
+    assert_eq!(both.len(), 2);
+    assert_eq!(first[0], both[0], "the same COPY makes the same layer");
+    assert_eq!(snapshots().len(), 2);
+
+    berth(&root, &["rmi", "second"]);
+    let left: Vec<String> = snapshots().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        left, first,
+        "the second image's own layer is pruned, the shared one kept"
+    );
+    berth(&root, &["rmi", "first"]);
+    assert!(snapshots().is_empty(), "no image left, no snapshot left");
+}

@@ -24,6 +24,7 @@ use berth_layerstore::image::store::{
     ImageRecord, ImageStore, MatchedBy, Resolved, StoreError, parse_rfc3339,
 };
 use berth_layerstore::image::{Descriptor, ImageConfig, Manifest, descriptor_digest, platform};
+use berth_layerstore::snapshot::SnapshotStore;
 use berth_registry::reference::Reference;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -487,6 +488,34 @@ fn tag(args: TagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `berth build` keeps the snapshots of the store's layers.
+pub fn snapshot_root(store: &ImageStore) -> PathBuf {
+    store.root().join("snapshots")
+}
+
+/// Removes the snapshots of layers that no image of the store has any more (and whatever
+/// crashed builds left there); those of running builds are leased and stay.
+fn prune_snapshots(store: &ImageStore) -> anyhow::Result<()> {
+    let root = snapshot_root(store);
+    if !root.exists() {
+        return Ok(());
+    }
+    let live = store
+        .live_diff_ids()
+        .context("listing the layers the store's images use")?;
+    let snapshots = SnapshotStore::open(&root)
+        .with_context(|| format!("opening the snapshot store {}", root.display()))?;
+    let report = snapshots
+        .prune(|diff_id| live.contains(diff_id))
+        .context("removing unused snapshots")?;
+    tracing::info!(
+        removed = report.removed.len(),
+        in_use = report.in_use.len(),
+        "removed unused snapshots"
+    );
+    Ok(())
+}
+
 fn rmi(args: RmiArgs) -> anyhow::Result<()> {
     let store = args.store.open()?;
     let mut failures = Vec::new();
@@ -513,6 +542,7 @@ fn rmi(args: RmiArgs) -> anyhow::Result<()> {
             bytes = report.bytes,
             "removed unused blobs"
         );
+        prune_snapshots(&store)?;
     }
     if !failures.is_empty() {
         bail!("could not remove {}", failures.join(", "));

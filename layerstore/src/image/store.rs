@@ -489,6 +489,36 @@ impl ImageStore {
         Ok(report)
     }
 
+    /// The diff_ids of every layer of every image the store names, read from their configs:
+    /// what a snapshot store serving this image store keeps when it is pruned
+    /// ([`SnapshotStore::prune`](crate::snapshot::SnapshotStore::prune)). An image committed
+    /// after the index was read may lose its snapshots to such a prune once its build has
+    /// released them; snapshots are a cache of the layers, so that only costs an extraction.
+    pub fn live_diff_ids(&self) -> Result<HashSet<Digest>> {
+        let roots: Vec<Descriptor> = {
+            let _lock = self.lock()?;
+            self.read_index()?
+                .images
+                .iter()
+                .map(|r| r.target.clone())
+                .collect()
+        };
+        let mut ids = HashSet::new();
+        for desc in reachable(&self.content, &roots)? {
+            let media_type = desc.media_type().to_string();
+            if media_type != crate::media::OCI_CONFIG && media_type != crate::media::DOCKER_CONFIG {
+                continue;
+            }
+            let digest = descriptor_digest(&desc)?;
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut self.content.read(&digest, None)?, &mut bytes)
+                .map_err(|e| StoreError::io(self.content.root(), e))?;
+            let config = crate::image::ImageConfig::from_slice(&bytes, &digest.to_string())?;
+            ids.extend(config.rootfs.diff_ids);
+        }
+        Ok(ids)
+    }
+
     /// The bytes of every distinct blob `target` reaches, itself included: what the image
     /// takes in the content store.
     pub fn size(&self, target: &Descriptor) -> Result<u64> {
