@@ -3,127 +3,22 @@
 //! run by `docker load` + `docker run`; and a failing RUN, whose error names the line and
 //! which leaves no mount and no active snapshot behind.
 //!
-//! The base image is made here: a static busybox tree with its links and `/etc/passwd`, made
-//! into a layer by `berth layer create`, with a config and a manifest written here, packed as
-//! an OCI archive and given to `berth load`.
+//! The base image is made by `build_support`: a static busybox tree made into a layer, packed
+//! as an OCI archive and given to `berth load`. The outputs, progress displays and flags of
+//! `berth build` are tested in `cli_build_outputs.rs`, pulls and pushes in
+//! `cli_build_registry.rs`.
 //!
 //! Needs docker.io (the daemon is started if it does not answer), runc and busybox-static.
 //! Without them the tests fail and say to run `scripts/setup.sh`.
 
+mod build_support;
 mod registry_support;
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
-use berth_layerstore::Digest;
+use build_support::*;
 use registry_support::*;
-use serde_json::{Value, json};
-
-/// Runs berth and returns (stdout, stderr), panicking with its stderr when it fails.
-fn berth(root: &Path, args: &[&str]) -> (String, String) {
-    let out = berth_out(root, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed with {}:\nstdout: {stdout}\nstderr: {stderr}",
-        out.status,
-    );
-    (stdout, stderr)
-}
-
-/// Removes images from the daemon when dropped, so a failing test leaves nothing behind.
-struct DockerImages(Vec<String>);
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = Command::new(DOCKER)
-                .args(["rmi", "--force", image])
-                .output();
-        }
-    }
-}
-
-/// Loads a busybox base image named `name` into the store under `root`.
-fn load_busybox_base(dir: &Path, root: &Path, name: &str) {
-    require_tool(BUSYBOX, "busybox-static");
-    let tree = dir.join("base");
-    fs::create_dir_all(tree.join("bin")).unwrap();
-    fs::create_dir_all(tree.join("etc")).unwrap();
-    fs::create_dir_all(tree.join("tmp")).unwrap();
-    fs::copy(BUSYBOX, tree.join("bin/busybox")).unwrap();
-    for link in [
-        "sh", "echo", "cat", "rm", "ls", "test", "mkdir", "pwd", "id", "false",
-    ] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(link)).unwrap();
-    }
-    fs::write(
-        tree.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(tree.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    fs::write(tree.join("etc/doomed"), "to be deleted\n").unwrap();
-    let layer_file = dir.join("base.tar.gz");
-    let (out, _) = berth(
-        &dir.join("unused-root"),
-        &[
-            "layer",
-            "create",
-            tree.to_str().unwrap(),
-            "-o",
-            layer_file.to_str().unwrap(),
-        ],
-    );
-    let layer: Value = serde_json::from_str(&out).unwrap();
-    let layer_bytes = fs::read(&layer_file).unwrap();
-    let config = json!({
-        "created": "2026-01-02T03:04:05Z",
-        "architecture": go_arch(),
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin", "BASE=from-base"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"]]},
-        "history": [{"created": "2026-01-02T03:04:05Z", "created_by": "cli_build base"}],
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let manifest_bytes = manifest_over(&config_bytes, &layer);
-    let root_descriptor = json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": Digest::sha256(&manifest_bytes).to_string(),
-        "size": manifest_bytes.len(),
-    });
-    let archive = dir.join("base-oci.tar");
-    pack_oci(
-        &archive,
-        &[&layer_bytes, &config_bytes, &manifest_bytes],
-        root_descriptor,
-        name,
-    );
-    berth(root, &["load", "-i", archive.to_str().unwrap()]);
-}
-
-/// Active snapshots left in the store under `root`.
-fn active_snapshots(root: &Path) -> Vec<String> {
-    match fs::read_dir(root.join("snapshots/active")) {
-        Ok(dir) => dir
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Lines of `/proc/self/mountinfo` that mention `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
 
 #[test]
 fn builds_an_image_that_docker_runs() {

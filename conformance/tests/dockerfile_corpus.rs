@@ -9,7 +9,6 @@
 //! - `berth_builds_match_docker` is the judgement: each case is built by `berth build`, and the
 //!   image must equal docker's but for the differences the case allows (each with its reason),
 //!   must `docker load`, compare equal again as docker saves it back, and `docker run` alike.
-//!   It is ignored until the build executor exists; the docker test prints where it stands.
 //!
 //! What the berth half runs (the CLI of `design.md`), with `BERTH_ROOT` set to a fresh
 //! directory for the whole run:
@@ -60,8 +59,6 @@ const BUSYBOX: &str = "berth-conformance/busybox:latest";
 const BASE_CREATED: &str = "2024-01-01T00:00:00Z";
 /// Repository of the images the cases build.
 const REPOSITORY: &str = "berth-conformance/case";
-/// What `berth build` prints while the executor does not exist.
-const NOT_AVAILABLE: &str = "building images is not available yet";
 
 /// Everything the cases share: the corpus, the docker client, the base images and the server.
 struct Harness {
@@ -754,43 +751,6 @@ fn line_diff(expected: &str, actual: &str) -> String {
     out
 }
 
-/// Where `berth build` stands: None when it builds, or why the berth half is pending.
-fn berth_pending(harness: &Harness) -> Option<String> {
-    let binary = std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // <target>/tmp is where cargo points CARGO_TARGET_TMPDIR.
-            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent();
-            target.unwrap_or(Path::new("target")).join("debug/berth")
-        });
-    if !binary.is_file() {
-        return Some(format!("{} is not built", binary.display()));
-    }
-    let dir = tempfile::tempdir_in(&harness.work).expect("temp dir");
-    fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nLABEL probe=1\n",
-    )
-    .expect("write");
-    let output = run_command(
-        Command::new(&binary)
-            .env("BERTH_ROOT", dir.path().join("root"))
-            .args(["build", "-t", "berth-conformance/probe:latest"])
-            .arg(dir.path()),
-    );
-    let text = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(2) && text.contains(NOT_AVAILABLE) {
-        return Some(format!("`berth build` says: {}", text.trim()));
-    }
-    if !output.status.success() {
-        return Some(format!(
-            "`berth build` of `FROM scratch` failed: {}",
-            tail(&output)
-        ));
-    }
-    None
-}
-
 #[test]
 fn docker_builds_agree_with_each_other_and_the_golden_files() {
     let started = Instant::now();
@@ -801,19 +761,6 @@ fn docker_builds_agree_with_each_other_and_the_golden_files() {
     }
     let cases = selected(&harness.corpus);
     let results = for_each_case(&cases, |case| check_docker(harness, case));
-    // Written past the test harness's capture, so that it shows in every run.
-    let notice = match berth_pending(harness) {
-        Some(reason) => format!(
-            "dockerfile corpus: berth half PENDING: {reason}\n  berth_builds_match_docker is \
-             ignored until the build executor lands; run it with `cargo test -p \
-             berth-conformance --test dockerfile_corpus berth_builds -- --ignored`.\n"
-        ),
-        None => "dockerfile corpus: `berth build` builds images: run berth_builds_match_docker \
-                 (`cargo test -p berth-conformance --test dockerfile_corpus berth_builds -- \
-                 --ignored`), and remove its #[ignore] once every case passes.\n"
-            .to_string(),
-    };
-    let _ = std::io::stderr().lock().write_all(notice.as_bytes());
     report(
         "docker half: docker --no-cache == docker == expected.txt, and docker run",
         &results,
@@ -969,13 +916,9 @@ fn check_berth(harness: &Harness, berth: &Path, case: &Case) -> Result<String, S
 }
 
 #[test]
-#[ignore = "berth build executor not implemented yet"]
 fn berth_builds_match_docker() {
     let started = Instant::now();
     let harness = harness();
-    if let Some(reason) = berth_pending(harness) {
-        panic!("the berth half cannot run: {reason}");
-    }
     let berth = common::berth_binary();
     let cases = selected(&harness.corpus);
     let results = for_each_case(&cases, |case| check_berth(harness, &berth, case));

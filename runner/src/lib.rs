@@ -7,8 +7,9 @@
 //!   directory that it mounts and unmounts itself) through an OCI runtime: runc by default, or
 //!   another with the same command line. It builds the runtime's `config.json` with `oci-spec`,
 //!   resolves `USER` through the image's own passwd and group files, generates `/etc/hosts`,
-//!   `/etc/resolv.conf` and `/etc/hostname`, streams the output, reports the exit code and
-//!   cleans up after itself whatever happens.
+//!   `/etc/resolv.conf` and `/etc/hostname`, makes the caller's extra mounts (host binds, tmpfs,
+//!   overlays of layer directories, files such as secrets kept on a tmpfs), streams the output,
+//!   reports the exit code and cleans up after itself whatever happens.
 //!
 //! Still to come: task definitions, tasks and their state machine, services with a TCP load
 //! balancer, and the two capacity pools: EC2 (bin-packed onto registered instances) and Fargate

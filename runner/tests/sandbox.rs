@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_runner::sandbox::{
-    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH_ENV, Error, Mount, NOFILE_LIMIT, Network, Output,
-    ProcessSpec, RootfsSpec, RunSpec, Sandbox, Stream, mounts_under,
+    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH_ENV, Error, Mount, MountStubs, NOFILE_LIMIT,
+    Network, Output, ProcessSpec, RootfsSpec, RunSpec, Sandbox, Stream, mounts_under,
 };
 use tempfile::TempDir;
 
@@ -217,6 +217,17 @@ fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// The stubs the runtime leaves in a root filesystem that lacks them: `docker build` keeps the
+/// `/dev`, `/proc` and `/sys` directories in its images, and so does the sandbox.
+const RUNTIME_STUBS: [(&str, &str); 3] = [("dev", "dir"), ("proc", "dir"), ("sys", "dir")];
+
+/// `entries` and the runtime's stubs.
+fn with_runtime_stubs(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut out = map(entries);
+    out.extend(map(&RUNTIME_STUBS));
+    out
 }
 
 #[test]
@@ -503,10 +514,13 @@ fn etc_files_are_generated_and_never_left_in_the_rootfs() {
     let out = f.run(&spec);
     assert_eq!(text(&out.stdout), "builder1\n1\n");
 
-    // The runtime's stubs (/proc, /dev, /sys, /etc/hosts, ...) are gone, and the directories
-    // that held them kept their times.
-    assert_eq!(tree(&rootfs), before);
-    assert_eq!((mtime(&rootfs), mtime(&rootfs.join("etc"))), times_before);
+    // The stubs of /etc/hosts, /etc/resolv.conf and /etc/hostname are gone, and /etc kept its
+    // times; the runtime's /dev, /proc and /sys stay, as docker build keeps them.
+    let mut want = before.clone();
+    want.extend(map(&RUNTIME_STUBS));
+    assert_eq!(tree(&rootfs), want);
+    assert_eq!(mtime(&rootfs.join("etc")), times_before.1);
+    assert_ne!(mtime(&rootfs), times_before.0, "the root gained the stubs");
     f.assert_no_leftovers();
 }
 
@@ -522,11 +536,12 @@ fn overlay_changes_land_in_upper_only() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "kept\n");
 
-    // Only the command's own changes: no mount stubs, no copied-up /etc, and the deleted lower
-    // file is a whiteout (a 0/0 character device).
+    // Only the command's own changes and the runtime's /dev, /proc and /sys: no other mount
+    // stubs, no copied-up /etc, and the deleted lower file is a whiteout (a 0/0 character
+    // device).
     assert_eq!(
         tree(&upper),
-        map(&[
+        with_runtime_stubs(&[
             ("data", "dir"),
             ("data/gone.txt", "char 0"),
             ("data/new.txt", "file new"),
@@ -553,7 +568,7 @@ fn a_real_change_to_a_directory_holding_stubs_is_kept() {
     let (rootfs, _lower, upper) = f.overlay();
     let out = f.run(&sh(rootfs, "chmod 0700 /etc"));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(tree(&upper), map(&[("etc", "dir")]));
+    assert_eq!(tree(&upper), with_runtime_stubs(&[("etc", "dir")]));
     let mode = fs::metadata(upper.join("etc")).unwrap().mode();
     assert_eq!(mode & 0o7777, 0o700);
     f.assert_no_leftovers();
@@ -582,7 +597,7 @@ fn overlay_with_no_change_leaves_upper_empty() {
     let out = f.run(&spec);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("scratch"));
-    assert_eq!(tree(&upper), BTreeMap::new());
+    assert_eq!(tree(&upper), with_runtime_stubs(&[]));
     f.assert_no_leftovers();
 }
 
@@ -604,11 +619,12 @@ fn overlay_lowers_are_top_first_and_may_be_empty() {
     };
     let out = f.run(&sh(rootfs, "cat /data/keep.txt"));
     assert_eq!(text(&out.stdout), "from the top layer\n");
-    assert_eq!(tree(&upper), BTreeMap::new());
+    assert_eq!(tree(&upper), with_runtime_stubs(&[]));
 
     // No lower directory at all: the upper directory is the whole root (FROM scratch plus
-    // earlier steps), and still gets no stubs.
-    let upper_before = tree(&base);
+    // earlier steps), and gets no stubs but the runtime's.
+    let mut upper_before = tree(&base);
+    upper_before.extend(map(&RUNTIME_STUBS));
     fs::remove_dir_all(&work).unwrap();
     fs::create_dir(&work).unwrap();
     let rootfs = RootfsSpec::Overlay {
@@ -655,7 +671,7 @@ fn no_leftovers_after_failures() {
     assert_eq!(out.status.code(), 1);
     assert_eq!(
         tree(&upper),
-        map(&[("data", "dir"), ("data/partial", "file partial")])
+        with_runtime_stubs(&[("data", "dir"), ("data/partial", "file partial")])
     );
     f.assert_no_leftovers();
 }
@@ -699,7 +715,7 @@ fn a_panicking_output_callback_still_cleans_up() {
     }));
     assert!(result.is_err());
     assert!(start.elapsed() < Duration::from_secs(15));
-    assert_eq!(tree(&upper), BTreeMap::new());
+    assert_eq!(tree(&upper), with_runtime_stubs(&[]));
     f.assert_no_leftovers();
 }
 
@@ -803,5 +819,166 @@ fn invalid_specs_are_refused_before_anything_runs() {
     ));
     let spec = sh(RootfsSpec::Dir(f.path("missing")), "true");
     assert!(matches!(f.sandbox.output(&spec), Err(Error::Io { .. })));
+    f.assert_no_leftovers();
+}
+
+/// Two layer directories as a snapshot store keeps them: the top one adds a file and deletes
+/// one of the bottom's with a whiteout (a 0/0 character device).
+fn make_layers(f: &Fixture) -> (PathBuf, PathBuf) {
+    let bottom = f.path("layer-bottom");
+    let top = f.path("layer-top");
+    fs::create_dir_all(bottom.join("out")).unwrap();
+    fs::write(bottom.join("out/base.txt"), "from the bottom\n").unwrap();
+    fs::write(bottom.join("out/deleted.txt"), "deleted above\n").unwrap();
+    fs::create_dir_all(top.join("out")).unwrap();
+    fs::write(top.join("out/tool.txt"), "from the top\n").unwrap();
+    let whiteout = std::ffi::CString::new(top.join("out/deleted.txt").to_str().unwrap()).unwrap();
+    // SAFETY: `whiteout` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o644, 0) };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    (top, bottom)
+}
+
+#[test]
+fn layers_mounts_are_merged_and_their_writes_discarded() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    let (top, bottom) = make_layers(&f);
+    let layers_before = (tree(&top), tree(&bottom));
+    let mut spec = sh(
+        rootfs.clone(),
+        "ls /tools; cat /tools/tool.txt /tools/base.txt; \
+         echo x > /tools/new 2>/dev/null || echo read-only; \
+         echo scribble > /all/out/scribble && ls /all/out",
+    );
+    spec.mounts = vec![
+        Mount::Layers {
+            lower: vec![top.clone(), bottom.clone()],
+            path: "/out".into(),
+            target: "/tools".into(),
+            readonly: true,
+        },
+        Mount::Layers {
+            lower: vec![top.clone(), bottom.clone()],
+            path: "/".into(),
+            target: "/all".into(),
+            readonly: false,
+        },
+    ];
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "base.txt\ntool.txt\nfrom the top\nfrom the bottom\nread-only\n\
+         base.txt\nscribble\ntool.txt\n"
+    );
+    // The layers are untouched, the writes are gone, and the root filesystem holds nothing of
+    // either mount: not even the stubs of their targets.
+    assert_eq!((tree(&top), tree(&bottom)), layers_before);
+    assert_eq!(tree(&upper), with_runtime_stubs(&[]));
+    f.assert_no_leftovers();
+
+    // A path that is not in the layers fails the run after the first overlay was mounted; it
+    // is unmounted again.
+    spec.mounts[1] = Mount::Layers {
+        lower: vec![top, bottom],
+        path: "/no/such/dir".into(),
+        target: "/missing".into(),
+        readonly: true,
+    };
+    let err = f.sandbox.output(&spec).unwrap_err();
+    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn file_mounts_stay_on_a_tmpfs_and_out_of_the_rootfs() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    const SECRET: &str = "s3cr3t-value-never-on-disk";
+    let mut spec = sh(
+        rootfs,
+        "stat -c '%a %u:%g' /run/secrets/token; cat /run/secrets/token; echo; \
+         grep -c ' /run/secrets/token ' /proc/self/mounts; \
+         /dev/pipes/script; echo x > /run/secrets/token 2>/dev/null || echo read-only",
+    );
+    spec.mounts = vec![
+        Mount::File {
+            contents: SECRET.as_bytes().into(),
+            target: "/run/secrets/token".into(),
+            mode: 0o400,
+            uid: 1000,
+            gid: 2000,
+        },
+        Mount::File {
+            contents: b"#!/bin/sh\necho run by its shebang\n".to_vec().into(),
+            target: "/dev/pipes/script".into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    // The contents never show in the spec's Debug output (logs).
+    assert!(!format!("{spec:?}").contains(SECRET));
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("400 1000:2000\n{SECRET}\n1\nrun by its shebang\nread-only\n")
+    );
+    // By default no stub is left: not the file, not the /run and /run/secrets made for it; the
+    // script under /dev was on the runtime's tmpfs and never touched the root filesystem.
+    assert_eq!(tree(&upper), with_runtime_stubs(&[]));
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn keep_directories_leaves_directory_stubs_as_docker_20_10_does() {
+    let f = Fixture::new();
+    let (rootfs, _lower, upper) = f.overlay();
+    let cache = f.path("cache");
+    fs::create_dir(&cache).unwrap();
+    let mut spec = sh(
+        rootfs,
+        "echo cached > /var/cache/app/entry; echo temp > /scratch/t; \
+         cat /run/secrets/token; echo",
+    );
+    spec.mount_stubs = MountStubs::KeepDirectories;
+    spec.mounts = vec![
+        Mount::Bind {
+            source: cache.clone(),
+            target: "/var/cache/app".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+            mode: None,
+        },
+        Mount::File {
+            contents: b"token".to_vec().into(),
+            target: "/run/secrets/token".into(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let out = f.run(&spec);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token\n");
+    assert_eq!(fs::read_to_string(cache.join("entry")).unwrap(), "cached\n");
+    // The directories the runtime made for the mounts stay, empty; the file stub of the secret
+    // goes, and nothing any mount held is in the root filesystem.
+    assert_eq!(
+        tree(&upper),
+        with_runtime_stubs(&[
+            ("run", "dir"),
+            ("run/secrets", "dir"),
+            ("scratch", "dir"),
+            ("var", "dir"),
+            ("var/cache", "dir"),
+            ("var/cache/app", "dir"),
+        ])
+    );
     f.assert_no_leftovers();
 }

@@ -1,25 +1,40 @@
-//! `berth build`: builds the image of a Dockerfile with `berth_builder::solver` into the local
-//! image store (and, with `--output type=oci,dest=FILE`, an OCI archive), printing BuildKit's
-//! plain progress on stderr and the image id on stdout. `--check` runs BuildKit's build checks
+//! `berth build`: builds the image of a Dockerfile with `berth_builder::solver`, with the
+//! flags of `docker buildx build`. The image always lands in the local image store; the
+//! outputs (`--output`, `--push`, `--load`, see [`output`]) are made from it. Base images the
+//! store lacks are pulled first ([`pull`]); with `--push` the layers are uploaded while later
+//! steps still run ([`push`]). Progress goes to stderr ([`progress`]: BuildKit's plain lines,
+//! a live view, or nothing), the image id to stdout unless an output writes there.
+//! `--metadata-file` and `--iidfile` record the result. `--check` runs BuildKit's build checks
 //! on the Dockerfile instead and prints their findings as `docker buildx build --check` does.
+
+mod output;
+mod progress;
+mod pull;
+mod push;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use berth_builder::context::Context;
 use berth_builder::instructions;
 use berth_builder::lint::{self, Linter, Report, Scope};
 use berth_builder::parser::{self, Dockerfile};
-use berth_builder::solver::{self, Progress, SolveOptions, Solver};
-use berth_layerstore::image::layout;
+use berth_builder::solver::{self, Built, Progress, SolveOptions, Solver};
+use berth_layerstore::Digest;
 use berth_layerstore::layer::LayerOptions;
-use clap::Args;
+use berth_layerstore::media::Compression;
+use berth_registry::client::{Client, ClientOptions};
+use berth_registry::reference::Reference;
+use clap::{Args, ValueEnum};
 
+use self::progress::Display;
+use self::push::EarlyUploads;
 use super::images::{StoreArgs, normalize, parse_name};
+use super::progress::ProgressMode;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -33,6 +48,10 @@ pub struct BuildArgs {
     /// repeated. `BUILDKIT_DOCKERFILE_CHECK` replaces the Dockerfile's `# check=` directive.
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE`, or `id=ID,env=VAR` to take it
+    /// from an environment variable; may be repeated. Secrets never reach the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
     /// The stage to build; the checks that BuildKit runs per stage then look only at the stages
     /// it needs.
     #[arg(long, value_name = "STAGE")]
@@ -44,12 +63,46 @@ pub struct BuildArgs {
     /// The OCI runtime that runs RUN steps [default: runc on PATH].
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
-    /// Where else the image goes: `type=oci,dest=FILE` writes an OCI archive.
+    /// Where else the image goes, as buildx names it: `type=image[,push=true]`,
+    /// `type=registry`, `type=oci[,dest=FILE|-]`, `type=docker[,dest=FILE|-]` (without dest:
+    /// into `docker load`), `type=local,dest=DIR`, `type=tar[,dest=FILE|-]`; `-o DIR` is
+    /// local, `-o -` a tar on stdout. May be repeated.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
+    /// Push the image to the registries of its names (`--output type=registry`); layers go up
+    /// while later steps still run.
+    #[arg(long)]
+    pub push: bool,
+    /// Load the image into docker (`--output type=docker`).
+    #[arg(long)]
+    pub load: bool,
+    /// Pull every base image again, even those the local store has.
+    #[arg(long)]
+    pub pull: bool,
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Write the build's result as JSON (`containerimage.digest`, `containerimage.descriptor`,
+    /// `containerimage.config.digest`, `image.name`), as buildx does.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// auto (a live view on a terminal, plain lines otherwise), plain, tty or quiet.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Print nothing but the image id (`--progress quiet`).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The network of RUN steps that do not choose one with `RUN --network`: default (the
+    /// host's), none (loopback only) or host.
+    #[arg(long, value_enum, default_value_t = Network::Default)]
+    pub network: Network,
+    /// How new layers are compressed: gzip, zstd or uncompressed [default: gzip].
+    #[arg(long, value_name = "KIND", value_parser = output::parse_compression)]
+    pub compression: Option<Compression>,
+    /// A registry (host or host:port) that may be reached without TLS verification or over
+    /// plain HTTP, for pulls and pushes. Loopback registries need no flag. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// The build context: a directory.
@@ -65,44 +118,170 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Where `--output` sends the image besides the store.
-enum Output {
-    OciArchive(PathBuf),
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Network {
+    /// The sandbox's default: the host's network.
+    Default,
+    /// A network namespace with only the loopback interface.
+    None,
+    /// The host's network.
+    Host,
 }
 
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
-    let mut kind = None;
-    let mut dest = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_owned()),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => anyhow::bail!("--output {spec}: unknown or unsupported field {part:?}"),
+impl Network {
+    fn mode(self) -> instructions::NetworkMode {
+        match self {
+            Network::Default => instructions::NetworkMode::Default,
+            Network::None => instructions::NetworkMode::None,
+            Network::Host => instructions::NetworkMode::Host,
         }
     }
-    match (kind.as_deref(), dest) {
-        (Some("oci"), Some(dest)) => Ok(Output::OciArchive(dest)),
-        (Some("oci"), None) => anyhow::bail!("--output {spec}: type=oci needs dest=FILE"),
-        _ => anyhow::bail!("--output {spec}: only type=oci,dest=FILE is supported"),
+}
+
+/// A `-t` or `name=` name: as written (for `image.name` and archives) and as a reference.
+struct Name {
+    given: String,
+    reference: Reference,
+    normalized: String,
+}
+
+fn parse_names(names: &[String]) -> anyhow::Result<Vec<Name>> {
+    names
+        .iter()
+        .map(|n| {
+            let (reference, normalized) = parse_name(n)?;
+            Ok(Name {
+                given: n.clone(),
+                reference,
+                normalized,
+            })
+        })
+        .collect()
+}
+
+/// Builds the image: base images pulled when missing, lowering (with the configs of the base
+/// images), the solver (layers uploaded as they are made when pushing), then the outputs,
+/// `--metadata-file` and `--iidfile`. Progress goes to stderr; the image id to stdout unless
+/// an output writes there.
+fn build(args: &BuildArgs) -> anyhow::Result<()> {
+    let plan = plan(args)?;
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let display = Arc::new(Display::new(mode));
+    let result = build_with(args, plan, &display);
+    display.finish(result.is_ok());
+    let (id, stdout_used) = result?;
+    if !stdout_used {
+        println!("{id}");
+    }
+    Ok(())
+}
+
+/// What the flags ask of a build, checked before anything is read or built.
+struct Plan {
+    outputs: Vec<output::Output>,
+    /// `-t` as given.
+    tags: Vec<String>,
+    /// The names the store records the image under (normalized): the tags and the `name=` of
+    /// `image` outputs.
+    store_names: Vec<String>,
+    /// Where the image is pushed, each once.
+    destinations: Vec<Reference>,
+    /// Registries reached without TLS checks.
+    insecure: Vec<String>,
+    layer: LayerOptions,
+}
+
+fn plan(args: &BuildArgs) -> anyhow::Result<Plan> {
+    let outputs = output::parse_all(&args.output, args.push, args.load)?;
+    let tags = parse_names(&args.tags)?;
+    let given_tags: Vec<String> = tags.iter().map(|t| t.given.clone()).collect();
+    // Names the store records: the tags and the `name=` of image outputs.
+    let mut store_names: Vec<String> = tags.iter().map(|t| t.normalized.clone()).collect();
+    // Where the image is pushed, each once.
+    let mut destinations: Vec<Reference> = Vec::new();
+    let mut insecure = args.insecure_registries.clone();
+    for o in &outputs {
+        if let output::Kind::Image { push, insecure: i } = o.kind {
+            let names = parse_names(o.names(&given_tags))?;
+            if push && names.is_empty() {
+                bail!("tag is needed when pushing to registry: give the image a name with -t");
+            }
+            for name in names {
+                if !store_names.contains(&name.normalized) {
+                    store_names.push(name.normalized.clone());
+                }
+                if i {
+                    insecure.push(name.reference.registry.clone());
+                }
+                if push && !destinations.contains(&name.reference) {
+                    destinations.push(name.reference);
+                }
+            }
+        }
+    }
+    let (compression, level) = output::compression(args.compression, &outputs)?;
+    let mut layer = LayerOptions::default();
+    if let Some(c) = compression {
+        layer.compression = c;
+    }
+    layer.level = level;
+    Ok(Plan {
+        outputs,
+        tags: given_tags,
+        store_names,
+        destinations,
+        insecure,
+        layer,
+    })
+}
+
+/// The network client and async runtime of a build, made when first needed.
+struct Transfers {
+    insecure: Vec<String>,
+    made: Option<(tokio::runtime::Runtime, Client)>,
+}
+
+impl Transfers {
+    fn get(&mut self) -> anyhow::Result<&(tokio::runtime::Runtime, Client)> {
+        if self.made.is_none() {
+            let client = Client::new(ClientOptions {
+                insecure_registries: self.insecure.clone(),
+                ..ClientOptions::default()
+            })
+            .context("setting up the registry client")?;
+            self.made = Some((push::runtime()?, client));
+        }
+        Ok(self.made.as_ref().expect("made above"))
     }
 }
 
-/// Builds the image: lowering (with the configs of the base images the store has), then the
-/// solver, progress on stderr as BuildKit's plain lines, the id on stdout.
-fn build(args: &BuildArgs) -> anyhow::Result<()> {
-    let outputs = args
-        .output
-        .iter()
-        .map(|o| parse_output(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let names = args
-        .tags
-        .iter()
-        .map(|t| parse_name(t).map(|(_, name)| name))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// [`build`] once the arguments are checked: returns the image id and whether an output wrote
+/// to stdout.
+fn build_with(
+    args: &BuildArgs,
+    plan: Plan,
+    display: &Arc<Display>,
+) -> anyhow::Result<(Digest, bool)> {
+    let Plan {
+        outputs,
+        tags: given_tags,
+        store_names,
+        destinations,
+        insecure,
+        layer,
+    } = plan;
     let (source, name) = read_dockerfile(args)?;
     let tree = parser::parse(&source, &name).map_err(|e| anyhow!("{e}"))?;
     let store = args.store.open()?;
+    let mut transfers = Transfers {
+        insecure,
+        made: None,
+    };
     let mut options = instructions::BuildOptions {
         build_args: build_args(&args.build_args)?,
         target: args.target.clone(),
@@ -114,10 +293,27 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("{}", e.with_source(&source)))
     };
     let mut lowered = lower(&options)?;
+    let mut sources = pull::image_sources(&lowered);
+    let missing = pull::missing(&store, &sources, args.pull)?;
+    if !missing.is_empty() {
+        let (runtime, client) = transfers.get()?;
+        pull::pull_all(runtime, client, &store, &missing, &source, display)?;
+    }
     let bases = solver::base_images(&store, &lowered, &normalize);
     if !bases.is_empty() {
         options.base_images = bases;
         lowered = lower(&options)?;
+        // The bases' ONBUILD triggers may read images of their own (`COPY --from`).
+        let more: Vec<pull::ImageSource> = pull::image_sources(&lowered)
+            .into_iter()
+            .filter(|s| !sources.iter().any(|known| known.name == s.name))
+            .collect();
+        let missing = pull::missing(&store, &more, args.pull)?;
+        if !missing.is_empty() {
+            let (runtime, client) = transfers.get()?;
+            pull::pull_all(runtime, client, &store, &missing, &source, display)?;
+        }
+        sources.extend(more);
     }
     let dockerfile = match &args.file {
         Some(f) if f.as_os_str() == "-" => None,
@@ -127,68 +323,179 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
     let context = Context::open(&args.context, dockerfile.as_deref())
         .with_context(|| format!("opening the build context {}", args.context.display()))?;
     let root = store.root().to_path_buf();
+    // The images the build reads may hold blobs of the result in the destination registry:
+    // pushes try mounting from them before uploading.
+    let mount_from: Vec<Reference> = sources
+        .iter()
+        .filter_map(|s| parse_name(&s.name).ok())
+        .map(|(reference, _)| reference)
+        .collect();
+    let mut early = None;
+    let mut layer_sink = None;
+    if !destinations.is_empty() {
+        let (runtime, client) = transfers.get()?;
+        // Blobs go to repositories: one upload per repository, whatever its tags.
+        let mut repositories: Vec<Reference> = Vec::new();
+        for d in &destinations {
+            if !repositories
+                .iter()
+                .any(|r| r.registry == d.registry && r.repository == d.repository)
+            {
+                repositories.push(d.clone());
+            }
+        }
+        let plan = push::EarlyPlan {
+            destinations: repositories,
+            base_layers: pull::base_layers(&store, &lowered),
+            content: store.content().clone(),
+            mount_from: mount_from.clone(),
+        };
+        let (uploads, sender) = EarlyUploads::start(
+            runtime.handle().clone(),
+            client.clone(),
+            plan,
+            display.clone(),
+        );
+        early = Some(uploads);
+        layer_sink = Some(sender);
+    }
     let solve_options = SolveOptions {
         snapshot_root: root.join("snapshots"),
         sandbox_root: root.join("sandbox"),
         runtime: args.runtime.clone(),
-        names,
-        layer: LayerOptions::default(),
+        names: store_names,
+        layer,
+        network: args.network.mode(),
+        layer_sink,
+        mounts_root: root.join("run-mounts"),
+        secrets: solver::parse_secrets(&args.secrets).map_err(|e| anyhow!("--secret: {e}"))?,
     };
-    let started = Instant::now();
-    let stderr = std::io::stderr();
-    let mut progress = |event: Progress<'_>| {
-        let mut err = stderr.lock();
-        let _ = match event {
-            Progress::Start { vertex, name } => writeln!(err, "#{vertex} {name}"),
-            Progress::Output { vertex, bytes } => {
-                let at = started.elapsed().as_secs_f64();
-                let text = String::from_utf8_lossy(bytes);
-                let mut r = Ok(());
-                for line in text.lines() {
-                    r = writeln!(err, "#{vertex} {at:.3} {line}");
-                }
-                r
-            }
-            Progress::Error { vertex, message } => writeln!(err, "#{vertex} ERROR: {message}\n"),
-            Progress::Done { vertex, seconds } => {
-                writeln!(err, "#{vertex} DONE {seconds:.1}s\n")
-            }
-        };
-    };
-    let solver = Solver::new(
+    let mut progress = |event: Progress<'_>| display.solver(event);
+    let built = Solver::new(
         &store,
         &context,
         &source,
         &normalize,
         solve_options,
         &mut progress,
-    )?;
-    let built = solver.build(&lowered)?;
-    for output in outputs {
-        match output {
-            Output::OciArchive(dest) => {
-                let entry = (names_first(args)?, built.manifest.clone());
-                let file = std::fs::File::create(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                layout::export_tar(store.content(), &[entry], std::io::BufWriter::new(file))
-                    .with_context(|| format!("writing {}", dest.display()))?
-                    .flush()?;
-            }
+    )
+    .and_then(|solver| solver.build(&lowered));
+    // The solver is gone, and with it the layer sink: the uploads end.
+    if let Some(early) = early {
+        let report = early.finish();
+        tracing::debug!(
+            uploaded = report.uploaded,
+            failed = report.failed,
+            "layers pushed during the build"
+        );
+    }
+    let built = built?;
+
+    let mut stdout_used = false;
+    for o in &outputs {
+        stdout_used |= o.uses_stdout();
+        let names = o.names(&given_tags);
+        // `image` outputs are the store's names, already recorded; pushes follow below.
+        if let output::Kind::Image { .. } = o.kind {
+            continue;
         }
+        let vertex = display.start(&export_label(&o.kind));
+        let t = Instant::now();
+        let done = match &o.kind {
+            output::Kind::Image { .. } => Ok(()),
+            output::Kind::Oci { dest } => output::write_oci(&store, &built, names, dest),
+            output::Kind::Docker { dest } => {
+                output::write_docker(&store, &built, names, dest.as_ref()).map(|report| {
+                    for line in report.lines() {
+                        display.status(vertex, line);
+                    }
+                })
+            }
+            output::Kind::Local { dir } => output::write_local(&store, &built, dir),
+            output::Kind::Tar { dest } => output::write_tar(&store, &built, dest),
+        };
+        match &done {
+            Ok(()) => display.done(vertex, t.elapsed().as_secs_f64(), None, false),
+            Err(e) => display.error(vertex, &format!("{e:#}")),
+        }
+        done?;
+    }
+    for destination in &destinations {
+        let (runtime, client) = transfers.get()?;
+        push::push_image(
+            runtime,
+            client,
+            &store,
+            &built,
+            destination,
+            mount_from.clone(),
+            display,
+        )?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let names = outputs
+            .iter()
+            .find(|o| matches!(o.kind, output::Kind::Image { .. }))
+            .map_or(&given_tags[..], |o| o.names(&given_tags));
+        write_metadata(path, &built, names)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, built.id.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("{}", built.id);
-    Ok(())
+    Ok((built.id, stdout_used))
 }
 
-fn names_first(args: &BuildArgs) -> anyhow::Result<Option<String>> {
-    args.tags
-        .first()
-        .map(|t| parse_name(t).map(|(_, name)| name))
-        .transpose()
+/// The vertex name of an export, as BuildKit names its exporters' work.
+fn export_label(kind: &output::Kind) -> String {
+    use output::{Dest, Kind, OciDest};
+    let dest = |d: &Dest| match d {
+        Dest::Stdout => "stdout".to_owned(),
+        Dest::File(p) => p.display().to_string(),
+    };
+    match kind {
+        Kind::Image { .. } => "exporting to image".to_owned(),
+        Kind::Oci {
+            dest: OciDest::Tar(d),
+        } => format!("exporting to oci image format ({})", dest(d)),
+        Kind::Oci {
+            dest: OciDest::Dir(d),
+        } => format!("exporting to oci image layout {}", d.display()),
+        Kind::Docker { dest: None } => "exporting to docker (docker load)".to_owned(),
+        Kind::Docker { dest: Some(d) } => {
+            format!("exporting to docker image format ({})", dest(d))
+        }
+        Kind::Local { dir } => format!("exporting to client directory {}", dir.display()),
+        Kind::Tar { dest: d } => format!("exporting to client tarball ({})", dest(d)),
+    }
+}
+
+/// `--metadata-file`: what buildx writes for an image build. `image.name` lists the names as
+/// given, comma-separated.
+fn write_metadata(path: &Path, built: &Built, names: &[String]) -> anyhow::Result<()> {
+    let mut descriptor = serde_json::to_value(&built.manifest)?;
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        "config.digest".into(),
+        built.config.digest().to_string().into(),
+    );
+    if let Some(created) = &built.created {
+        annotations.insert(
+            "org.opencontainers.image.created".into(),
+            created.clone().into(),
+        );
+    }
+    descriptor["annotations"] = serde_json::Value::Object(annotations);
+    let mut metadata = serde_json::json!({
+        "containerimage.config.digest": built.config.digest().to_string(),
+        "containerimage.descriptor": descriptor,
+        "containerimage.digest": built.manifest.digest().to_string(),
+    });
+    if !names.is_empty() {
+        metadata["image.name"] = names.join(",").into();
+    }
+    let text = serde_json::to_string_pretty(&metadata)?;
+    std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--check`: stdout gets the report (nothing when the check failed without findings), and a

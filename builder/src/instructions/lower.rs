@@ -489,6 +489,10 @@ pub fn lower(
                     for (k, v) in &image.env {
                         scope.set(k.clone(), v.clone());
                     }
+                    // BuildKit gives every stage a PATH.
+                    if !scope.vars.contains_key("PATH") {
+                        scope.set("PATH".into(), DEFAULT_PATH.into());
+                    }
                     let triggers = image
                         .onbuild
                         .iter()
@@ -1032,10 +1036,19 @@ impl Ctx<'_> {
                     if looks_secret(name) {
                         self.report(Rule::SecretsUsedInArgOrEnv, node, secret_message());
                     }
+                    let mut expanded_default = None;
                     let value = if let Some(v) = self.options.build_args.get(*name) {
+                        // The default is not used, so it is expanded without lint findings and
+                        // without failing: only the history shows it.
+                        expanded_default = default.map(|d| {
+                            lex_expand(&self.lex, d, &scope.vars)
+                                .map_or_else(|_| d.to_string(), |e| e.value)
+                        });
                         Some(v.clone())
                     } else if let Some(default) = default {
-                        Some(self.word(default, scope, node)?)
+                        let expanded = self.word(default, scope, node)?;
+                        expanded_default = Some(expanded.clone());
+                        Some(expanded)
                     } else {
                         self.meta.value(name).cloned().flatten()
                     };
@@ -1046,6 +1059,7 @@ impl Ctx<'_> {
                     args.push(ArgDecl {
                         name: name.to_string(),
                         default: default.map(str::to_string),
+                        expanded_default,
                         value,
                     });
                 }

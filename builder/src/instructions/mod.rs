@@ -380,6 +380,10 @@ pub struct ArgDecl {
     pub name: String,
     /// The default as written, if any.
     pub default: Option<String>,
+    /// The default expanded in the scope before the instruction, even when a build argument
+    /// overrides it: the history of the image records this (`ARG NAME=<default>`), never the
+    /// build argument.
+    pub expanded_default: Option<String>,
     /// The value in effect: the build argument, else the expanded default, else the global
     /// `ARG`'s value; `None` when there is none (the variable stays unset).
     pub value: Option<String>,

@@ -1,18 +1,64 @@
-//! `COPY` from the build context into a step's root (a copy snapshot), and `WORKDIR`'s
-//! directory. Paths inside the root are resolved as in a chroot: a symlink met on the way is
-//! followed inside the root, never out of it.
+//! `COPY`, and the half of `ADD` that copies, as BuildKit's file operation does them (its copy
+//! backend over tonistiigi/fsutil's `copy.Copy`, as docker 20.10 runs it):
+//!
+//! - a source is resolved in its tree (the build context, a stage's or an image's root, or a
+//!   directory the step filled itself: a download, a here-document) as in a chroot; wildcards
+//!   (`*`, `?`, `[..]`) are Go's `filepath.Match` on the path below the last directory without
+//!   one, a matching directory is not searched further, and a match that is a symlink is
+//!   followed but keeps its own name. A wildcard that matches nothing copies nothing, as in
+//!   BuildKit; a plain source that is missing fails the step;
+//! - the destination is resolved in the step's root as in a chroot. The directories COPY makes
+//!   for it (`mkdir -p` of its parent, or of itself when it is named as a directory: a trailing
+//!   `/`, or several sources) are `0755` and owned by the `--chown` owner;
+//! - a file is copied to the destination, or into it when it is a directory; a directory's
+//!   contents are copied into the destination, which, when COPY has to make it, is made like
+//!   its parents (not with the source directory's mode or owner);
+//! - what is copied keeps its mode, mtime and extended attributes, and its owner unless
+//!   `--chown` is given (the files of the build context are owned by root: the docker client
+//!   sends them so). Files of one source that are hard links of each other stay linked; two
+//!   sources never share a link, as each is its own `copy.Copy`;
+//! - `--chmod` (octal, or symbolic as chmod(1) writes it) sets the mode of every file and
+//!   directory copied, not of the directories made for the destination;
+//! - `--exclude` patterns (`.dockerignore` syntax, `**` and `!` included) are matched against
+//!   the paths below each source directory, and against a wildcard match's path below the
+//!   wildcard's directory;
+//! - `--parents` copies each match with its path below the context root, or below the
+//!   `/./` pivot of the source (`COPY --parents ./src/./a/b.txt /d/` makes `/d/a/b.txt`);
+//!   the source is a `.dockerignore`-style pattern there, so `**` spans directories. The
+//!   directories on the way take their mode and owner from the source's;
+//! - `--link` changes how BuildKit makes the layer (on an empty tree, merged afterwards), not
+//!   what the image holds, so here it copies the same way.
+//!
+//! Where a source file replaces a directory of the destination, or a source directory meets a
+//! non-directory, the step fails, as BuildKit's does. `super::add` has the archives and URLs
+//! of `ADD`.
 
-use std::ffi::OsString;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, lchown, symlink};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use crate::context::{Context, Entry, FileKind};
-use crate::instructions::{Chmod, Copy};
+use filetime::FileTime;
+
+use super::add::{self, Compression};
+use super::{State, target_platform};
+use crate::context::pattern::contains_wildcards;
+use crate::context::{
+    Context, ContextError, Dockerignore, Entry, FileKind, FinalSymlink, PathPattern, Syntax,
+    Timestamp, Walk, clean_path,
+};
+use crate::instructions::{Add, Chmod, Copy, FromRef, InlineFile, Lowered};
 
 /// How many symlinks a path may go through.
 const MAX_SYMLINKS: usize = 40;
+
+/// Extended attribute prefixes never copied: overlayfs reads them as its own markers, and an
+/// SELinux label belongs to the host that made the file, not to the image.
+const SKIPPED_XATTR_PREFIXES: [&[u8]; 3] =
+    [b"trusted.overlay.", b"user.overlay.", b"security.selinux"];
 
 /// Resolves `path` (absolute, inside the container) under `root`, following every symlink
 /// inside the root. Missing components are kept as they are.
@@ -64,337 +110,1061 @@ fn components(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
-/// Creates the directory `dir` (absolute, inside the container) and its missing parents,
-/// `0755` and owned by root, as BuildKit's `mkdir -p` does. Returns whether anything was made.
-pub(super) fn mkdir_in_root(root: &Path, dir: &Path) -> io::Result<bool> {
-    let mut created = false;
-    let mut current = PathBuf::from("/");
-    for part in components(dir) {
-        current.push(&part);
-        let host = resolve_in_root(root, &current)?;
-        match fs::symlink_metadata(&host) {
-            Ok(md) if md.is_dir() => continue,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{} is not a directory", current.display()),
-                ));
+/// `mkdir -p` of `dir` (absolute, inside the container) under `root`, as BuildKit's `MkdirAll`:
+/// what it creates is `0755` and owned by `owner`, what exists is left alone, and a
+/// non-directory on the way is an error.
+pub(super) fn mkdir_all(root: &Path, dir: &Path, owner: (u32, u32)) -> io::Result<()> {
+    super::workdir::mkdir_all(root, dir, owner.0, owner.1)
+}
+
+/// A tree files are copied from, resolved as a chroot by [`Context`] (with no ignore rules
+/// for anything but the build context).
+pub(super) struct Tree {
+    files: Context,
+    /// Whether what is copied from it is owned by root whatever the host says: the docker
+    /// client sends the build context with every owner reset to 0:0.
+    reset_owner: bool,
+}
+
+impl Tree {
+    /// The build context.
+    pub(super) fn context(context: &Context) -> Tree {
+        Tree {
+            files: context.clone(),
+            reset_owner: true,
+        }
+    }
+
+    /// A root directory (a stage's or image's root, a directory the step prepared), owners
+    /// kept.
+    pub(super) fn dir(dir: &Path) -> Result<Tree, String> {
+        Ok(Tree {
+            files: Context::new(dir, Dockerignore::empty()).map_err(|e| e.to_string())?,
+            reset_owner: false,
+        })
+    }
+
+    fn host_path(&self, entry: &Entry) -> PathBuf {
+        self.files.host_path(entry)
+    }
+
+    fn owner(&self, entry: &Entry) -> (u32, u32) {
+        if self.reset_owner {
+            (0, 0)
+        } else {
+            (entry.uid, entry.gid)
+        }
+    }
+}
+
+/// A source matched in a tree.
+#[derive(Debug, Clone)]
+pub(super) struct Matched {
+    /// What it is, a symlink followed.
+    pub entry: Entry,
+    /// Its name as the source reached it: a file copied into a directory takes it.
+    pub name: OsString,
+    /// For a wildcard match, its path below the wildcard's directory, which `--exclude`
+    /// patterns are matched against.
+    pub below_glob: Option<String>,
+}
+
+/// Resolves `source` in `tree`: the entry a plain path names (an error when it is missing), or
+/// every match of a source with wildcards, in walk order (none is not an error). Without
+/// `wildcards` the source is a plain path whatever characters it has.
+pub(super) fn resolve_source(
+    tree: &Tree,
+    source: &str,
+    wildcards: bool,
+) -> Result<Vec<Matched>, String> {
+    let cleaned = clean_path(source);
+    let relative = cleaned.trim_start_matches('/');
+    let parts: Vec<&str> = relative.split('/').collect();
+    let first_glob = parts.iter().position(|c| contains_wildcards(c));
+    let Some(first_glob) = first_glob.filter(|_| wildcards) else {
+        let entry = tree
+            .files
+            .resolve(source, FinalSymlink::Follow)
+            .map_err(|e| cache_key_error(source, e))?;
+        let name = Path::new(&cleaned)
+            .file_name()
+            .map_or_else(|| entry_name(&entry), OsStr::to_os_string);
+        return Ok(vec![Matched {
+            entry,
+            name,
+            below_glob: None,
+        }]);
+    };
+    let prefix = parts[..first_glob].join("/");
+    let rest = parts[first_glob..].join("/");
+    let pattern = PathPattern::new(&rest, Syntax::Go)
+        .map_err(|e| format!("invalid source pattern {source:?}: {e}"))?;
+    let base = match tree.files.resolve(
+        if prefix.is_empty() { "." } else { &prefix },
+        FinalSymlink::Follow,
+    ) {
+        Ok(base) if base.is_dir() => base,
+        Ok(_) | Err(ContextError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(cache_key_error(source, e)),
+    };
+    let base_prefix = match base.path.to_string_lossy() {
+        p if p == "." => String::new(),
+        p => format!("{p}/"),
+    };
+    let below = move |rel: &str| -> String {
+        rel.strip_prefix(base_prefix.as_str())
+            .unwrap_or(rel)
+            .to_owned()
+    };
+
+    // Keep out of directories below which nothing can match, and out of matching directories
+    // (their contents are not matches). An excluded directory that matches only exists if
+    // something below it is re-included, so the walk goes on below it until it finds out.
+    let prune_pattern = pattern.clone();
+    let prune_below = below.clone();
+    let mut excluded_match: Option<String> = None;
+    let prune = move |rel: &str, excluded: bool| {
+        let sub = prune_below(rel);
+        if excluded_match
+            .as_deref()
+            .is_some_and(|dir| is_below(&sub, dir))
+        {
+            return false;
+        }
+        let matches = prune_pattern.matches(&sub);
+        if excluded && matches {
+            excluded_match = Some(sub);
+            return false;
+        }
+        matches || !prune_pattern.may_match_with_prefix(&format!("{sub}/"))
+    };
+    let walk_base = if base.path == Path::new(".") {
+        PathBuf::new()
+    } else {
+        base.path.clone()
+    };
+    let walk = Walk::new(
+        tree.files.root(),
+        tree.files.ignore(),
+        &walk_base,
+        Some(Box::new(prune)),
+    );
+    let mut out = Vec::new();
+    let mut matched_dir: Option<String> = None;
+    for entry in walk {
+        let entry = entry.map_err(|e| cache_key_error(source, e))?;
+        let sub = below(&entry.path.to_string_lossy());
+        if matched_dir
+            .as_deref()
+            .is_some_and(|dir| is_below(&sub, dir))
+        {
+            continue;
+        }
+        if !pattern.matches(&sub) {
+            continue;
+        }
+        if entry.is_dir() {
+            matched_dir = Some(sub.clone());
+        }
+        let name = entry_name(&entry);
+        let entry = if entry.kind == FileKind::Symlink {
+            tree.files
+                .resolve(&entry.path.to_string_lossy(), FinalSymlink::Follow)
+                .map_err(|e| cache_key_error(source, e))?
+        } else {
+            entry
+        };
+        out.push(Matched {
+            entry,
+            name,
+            below_glob: Some(sub),
+        });
+    }
+    Ok(out)
+}
+
+fn entry_name(entry: &Entry) -> OsString {
+    entry
+        .path
+        .file_name()
+        .map_or_else(|| OsString::from("."), OsStr::to_os_string)
+}
+
+fn cache_key_error(source: &str, e: ContextError) -> String {
+    match e {
+        ContextError::NotFound { .. } => {
+            format!("failed to compute cache key: {source:?} not found")
+        }
+        other => format!("failed to compute cache key: {other}"),
+    }
+}
+
+/// Whether `path` is strictly below the directory `dir` (both relative, `/`-separated).
+fn is_below(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A `--parents` source: the directory its paths are kept below (the context root, or the
+/// part before a `/./` pivot) and the pattern for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ParentsSource {
+    /// The pivot directory, relative to the tree's root (`.` for the root).
+    pub base: String,
+    /// The pattern below it, cleaned and relative.
+    pub pattern: String,
+}
+
+/// Splits a `--parents` source at its optional `/./` pivot, as BuildKit's Dockerfile frontend
+/// does.
+pub(super) fn parents_source(source: &str) -> ParentsSource {
+    let (base, pattern) = match source.split_once("/./") {
+        Some((base, pattern)) => (base, pattern),
+        None => ("/", source),
+    };
+    let base = clean_path(&format!("/{base}"));
+    let base = base.trim_start_matches('/');
+    let pattern = clean_path(&format!("/{pattern}"));
+    ParentsSource {
+        base: if base.is_empty() {
+            ".".into()
+        } else {
+            base.into()
+        },
+        pattern: pattern.trim_start_matches('/').to_owned(),
+    }
+}
+
+/// `--chmod`: an octal mode, or chmod(1)'s symbolic clauses applied to each file's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// The mode itself (permission bits with setuid, setgid and sticky).
+    Octal(u32),
+    /// `u+x,go=rX`: clauses applied in order.
+    Symbolic(Vec<Clause>),
+}
+
+/// One clause of a symbolic mode: who, then operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Clause {
+    /// The bits the clause may touch (`u` is `0o4700`, `g` `0o2070`, `o` `0o1007`, none or `a`
+    /// all of them).
+    who: u32,
+    ops: Vec<(char, Perms)>,
+}
+
+/// What an operation of a clause adds, removes or sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Perms {
+    /// `rwxXst` letters.
+    Letters(String),
+    /// `u`, `g` or `o`: the bits that class has now.
+    CopyOf(char),
+}
+
+impl Mode {
+    /// The mode of `--chmod=value`.
+    pub(super) fn parse(chmod: &Chmod) -> Result<Mode, String> {
+        let text = match chmod {
+            Chmod::Octal(mode) => return Ok(Mode::Octal(mode & 0o7777)),
+            Chmod::Symbolic(text) => text,
+        };
+        let bad = || format!("--chmod={text}: invalid mode");
+        let mut clauses = Vec::new();
+        for clause in text.split(',') {
+            let ops_at = clause.find(['+', '-', '=']).ok_or_else(bad)?;
+            let mut who = 0;
+            for c in clause[..ops_at].chars() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(bad()),
+                };
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new().mode(0o755).create(&host)?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
-                lchown(&host, Some(0), Some(0))?;
-                created = true;
+            if who == 0 {
+                who = 0o7777;
             }
-            Err(e) => return Err(e),
+            let mut ops = Vec::new();
+            let mut rest = &clause[ops_at..];
+            while let Some(op) = rest.chars().next() {
+                if !matches!(op, '+' | '-' | '=') {
+                    return Err(bad());
+                }
+                rest = &rest[1..];
+                let end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
+                let perms = &rest[..end];
+                rest = &rest[end..];
+                let perms = match perms {
+                    "u" | "g" | "o" => Perms::CopyOf(perms.chars().next().unwrap_or('u')),
+                    p if p.chars().all(|c| "rwxXst".contains(c)) => Perms::Letters(p.to_owned()),
+                    _ => return Err(bad()),
+                };
+                ops.push((op, perms));
+            }
+            clauses.push(Clause { who, ops });
         }
+        Ok(Mode::Symbolic(clauses))
     }
-    Ok(created)
-}
 
-/// Whether the file at `path` is an archive `ADD` would unpack: tar (at offset 257, `ustar`),
-/// or gzip, bzip2, xz or zstd compressed.
-pub(super) fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
+    /// The mode a file whose own mode is `mode` gets (`is_dir` for `X`).
+    pub(super) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Mode::Octal(m) => return *m,
+            Mode::Symbolic(clauses) => clauses,
+        };
+        let mut mode = mode & 0o7777;
+        for clause in clauses {
+            for (op, perms) in &clause.ops {
+                let bits = match perms {
+                    Perms::Letters(letters) => {
+                        let mut bits = 0;
+                        for c in letters.chars() {
+                            bits |= match c {
+                                'r' => 0o444,
+                                'w' => 0o222,
+                                'x' => 0o111,
+                                'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                                's' => 0o6000,
+                                't' => 0o1000,
+                                _ => 0,
+                            };
+                        }
+                        bits
+                    }
+                    Perms::CopyOf(class) => {
+                        let v = match class {
+                            'u' => (mode >> 6) & 7,
+                            'g' => (mode >> 3) & 7,
+                            _ => mode & 7,
+                        };
+                        (v << 6) | (v << 3) | v
+                    }
+                } & clause.who;
+                mode = match op {
+                    '+' => mode | bits,
+                    '-' => mode & !bits,
+                    _ => (mode & !clause.who) | bits,
+                };
+            }
         }
+        mode
     }
-    let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.get(257..262) == Some(b"ustar")
 }
 
-/// Owner and mode for what a COPY writes.
-struct Attrs {
-    uid: u32,
-    gid: u32,
-    chmod: Option<u32>,
+/// One thing a COPY or ADD step puts in place, wildcards expanded.
+pub(super) enum Item {
+    /// A match in `trees[tree]`: a file is copied to or into the destination, a directory's
+    /// contents into it.
+    Copy {
+        /// Index into the step's trees.
+        tree: usize,
+        /// What was matched.
+        matched: Matched,
+    },
+    /// A `--parents` source of `trees[tree]`.
+    Parents {
+        /// Index into the step's trees.
+        tree: usize,
+        /// The source as written, for errors.
+        source: String,
+        /// Its pivot and pattern.
+        split: ParentsSource,
+    },
+    /// A local archive `ADD` unpacks into the destination.
+    Unpack {
+        /// The archive on the host.
+        archive: PathBuf,
+        /// How it is compressed.
+        compression: Compression,
+    },
 }
 
-/// `--chown` (uid and gid) and `--chmod`.
-type Flags = (Option<(u32, u32)>, Option<u32>);
-
-/// `--chown` (resolved in the destination root) and `--chmod`.
-/// Where a COPY of `sources` sources lands: the absolute destination, and whether
-/// it is a directory (a trailing `/` or `/.`, `.`, several sources, or an existing directory).
-fn destination(
-    root: &Path,
-    workdir: Option<&str>,
-    dest: &str,
-    sources: usize,
-) -> Result<(String, bool), String> {
-    let absolute = super::absolute(workdir, dest);
-    let host = resolve_in_root(root, Path::new(&absolute)).map_err(|e| e.to_string())?;
-    let is_dir = dest.ends_with('/')
-        || dest.ends_with("/.")
-        || dest == "."
-        || sources > 1
-        || fs::metadata(&host).is_ok_and(|m| m.is_dir());
-    Ok((absolute, is_dir))
+/// Where and how one COPY or ADD step writes.
+pub(super) struct Job<'r> {
+    /// The step's root (a copy snapshot).
+    pub root: &'r Path,
+    /// The destination: absolute, cleaned, inside the container.
+    pub dest: PathBuf,
+    /// Whether the destination names a directory (a trailing `/`, `.`, several sources).
+    pub dest_is_dir: bool,
+    /// `--chown`, resolved.
+    pub owner: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub mode: Option<Mode>,
+    /// `--exclude`.
+    pub exclude: Option<Dockerignore>,
 }
 
-fn flags(root: &Path, copy: &Copy) -> Result<Flags, String> {
-    let owner = match &copy.chown {
-        Some(chown) => {
-            let user = berth_runner::sandbox::resolve_user(root, chown)
-                .map_err(|e| format!("--chown={chown}: {e}"))?;
-            Some((user.uid, user.gid))
+/// Hard links already made by one source: (device, inode) to the first copy.
+type Links = HashMap<(u64, u64), PathBuf>;
+
+/// Directories whose mtime is set once everything below them is in place.
+type Deferred = Vec<(PathBuf, Timestamp)>;
+
+impl Job<'_> {
+    /// Puts every item in place, in order.
+    pub(super) fn run(&self, trees: &[Tree], items: &[Item]) -> Result<(), String> {
+        for item in items {
+            match item {
+                Item::Copy { tree, matched } => self.copy_matched(&trees[*tree], matched)?,
+                Item::Parents {
+                    tree,
+                    source,
+                    split,
+                } => self.copy_parents(&trees[*tree], source, split)?,
+                Item::Unpack {
+                    archive,
+                    compression,
+                } => add::unpack(
+                    self.root,
+                    &self.dest,
+                    self.owner.unwrap_or((0, 0)),
+                    archive,
+                    *compression,
+                )?,
+            }
         }
-        None => None,
-    };
-    let chmod = match &copy.chmod {
-        None => None,
-        Some(Chmod::Octal(mode)) => Some(*mode),
-        Some(Chmod::Symbolic(s)) => {
-            return Err(format!("--chmod={s}: symbolic modes are not supported yet"));
-        }
-    };
-    Ok((owner, chmod))
-}
-
-/// Copies the sources of `copy` from the root filesystem `src` (a stage's or an image's, as
-/// `COPY --from` names it) into `root`. Sources are resolved inside `src`, symlinks followed;
-/// owners are kept unless `--chown` is given. Wildcards are not supported yet.
-pub(super) fn copy_from_root(
-    src: &Path,
-    root: &Path,
-    workdir: Option<&str>,
-    copy: &Copy,
-) -> Result<(), String> {
-    let (owner, chmod) = flags(root, copy)?;
-    let mut selected: Vec<(PathBuf, fs::Metadata)> = Vec::new();
-    for source in &copy.sources {
-        if source.contains(['*', '?', '[']) {
-            return Err(format!(
-                "{source}: wildcards in COPY --from are not supported yet"
-            ));
-        }
-        let path = super::absolute(None, source);
-        let host = resolve_in_root(src, Path::new(&path)).map_err(|e| e.to_string())?;
-        let md = fs::symlink_metadata(&host)
-            .map_err(|e| format!("failed to compute cache key: {source:?}: {e}"))?;
-        selected.push((host, md));
+        Ok(())
     }
-    let (dest, dest_is_dir) = destination(root, workdir, &copy.dest, selected.len())?;
-    let io_err = |what: &Path, e: io::Error| format!("{}: {e}", what.display());
-    for (host, md) in &selected {
-        if md.is_dir() {
-            mkdir_in_root(root, Path::new(&dest)).map_err(|e| io_err(Path::new(&dest), e))?;
-            let walk = walkdir::WalkDir::new(host).min_depth(1).sort_by_file_name();
-            for item in walk {
-                let item = item.map_err(|e| e.to_string())?;
-                let rel = item.path().strip_prefix(host).map_err(|e| e.to_string())?;
-                let target = Path::new(&dest).join(rel);
-                let md = item.metadata().map_err(|e| e.to_string())?;
-                place_host(item.path(), &md, root, &target, owner, chmod)
-                    .map_err(|e| io_err(&target, e))?;
+
+    fn made_owner(&self) -> (u32, u32) {
+        self.owner.unwrap_or((0, 0))
+    }
+
+    fn io_error(&self, path: &Path, e: io::Error) -> String {
+        let shown = path
+            .strip_prefix(self.root)
+            .map_or_else(|_| path.to_path_buf(), |p| Path::new("/").join(p));
+        format!("{}: {e}", shown.display())
+    }
+
+    /// `copy.Copy` of one match: the destination's directory made, then the file, or the
+    /// directory's contents.
+    fn copy_matched(&self, tree: &Tree, matched: &Matched) -> Result<(), String> {
+        let ensure = if self.dest_is_dir {
+            self.dest.as_path()
+        } else {
+            self.dest.parent().unwrap_or(Path::new("/"))
+        };
+        mkdir_all(self.root, ensure, self.made_owner()).map_err(|e| self.io_error(ensure, e))?;
+        let dest_host =
+            resolve_in_root(self.root, &self.dest).map_err(|e| self.io_error(&self.dest, e))?;
+        let dest_md = fs::metadata(&dest_host).ok();
+        let mut links = Links::new();
+        let mut dirs = Deferred::new();
+        if matched.entry.is_dir() {
+            match dest_md {
+                None => mkdir_all(self.root, &self.dest, self.made_owner())
+                    .map_err(|e| self.io_error(&self.dest, e))?,
+                Some(md) if md.is_dir() => {}
+                Some(_) => {
+                    return Err(format!(
+                        "cannot copy the directory {} to the non-directory {}",
+                        matched.entry.path.display(),
+                        self.dest.display()
+                    ));
+                }
+            }
+            self.copy_contents(tree, &matched.entry, &dest_host, &mut links, &mut dirs)?;
+        } else {
+            let target = if dest_md.is_some_and(|m| m.is_dir()) {
+                dest_host.join(&matched.name)
+            } else {
+                dest_host
+            };
+            self.place(tree, &matched.entry, &target, &mut links, &mut dirs)?;
+        }
+        self.finish(dirs)
+    }
+
+    /// Copies everything below the directory `dir` of `tree` into `target_dir` (which exists).
+    fn copy_contents(
+        &self,
+        tree: &Tree,
+        dir: &Entry,
+        target_dir: &Path,
+        links: &mut Links,
+        dirs: &mut Deferred,
+    ) -> Result<(), String> {
+        let walk = tree
+            .files
+            .walk_dir(&dir.path.to_string_lossy())
+            .map_err(|e| e.to_string())?;
+        let mut skipped: Option<PathBuf> = None;
+        for item in walk {
+            let item = item.map_err(|e| e.to_string())?;
+            let rel = if dir.path == Path::new(".") {
+                item.path.clone()
+            } else {
+                item.path
+                    .strip_prefix(&dir.path)
+                    .map_err(|e| e.to_string())?
+                    .to_path_buf()
+            };
+            if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
+                continue;
+            }
+            if self.excluded(&rel.to_string_lossy(), item.is_dir()) {
+                if item.is_dir() {
+                    skipped = Some(rel);
+                }
+                continue;
+            }
+            self.place(tree, &item, &target_dir.join(&rel), links, dirs)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `--exclude` leaves out `path` (relative to the source). A directory that an
+    /// exception could bring something back from is kept, and its contents decided one by one.
+    fn excluded(&self, path: &str, is_dir: bool) -> bool {
+        let Some(exclude) = &self.exclude else {
+            return false;
+        };
+        exclude.is_excluded(path) && !(is_dir && exclude.may_reinclude_below(path))
+    }
+
+    /// `COPY --parents`: every entry below the pivot whose path matches the pattern (with
+    /// everything below a matching directory), at the same path below the destination; the
+    /// directories on the way are made from the source's as they are needed.
+    fn copy_parents(&self, tree: &Tree, source: &str, split: &ParentsSource) -> Result<(), String> {
+        mkdir_all(self.root, &self.dest, self.made_owner())
+            .map_err(|e| self.io_error(&self.dest, e))?;
+        let dest_host =
+            resolve_in_root(self.root, &self.dest).map_err(|e| self.io_error(&self.dest, e))?;
+        if !fs::metadata(&dest_host).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{} is not a directory", self.dest.display()));
+        }
+        let pattern = PathPattern::new(&split.pattern, Syntax::Dockerignore)
+            .map_err(|e| format!("invalid source pattern {source:?}: {e}"))?;
+        let base = tree
+            .files
+            .resolve(&split.base, FinalSymlink::Follow)
+            .map_err(|e| cache_key_error(source, e))?;
+        let mut links = Links::new();
+        let mut dirs = Deferred::new();
+        let mut found = false;
+        if !base.is_dir() {
+            // A pivot that is a file: the file itself, by its name.
+            if pattern.matches(".") || split.pattern.is_empty() {
+                let name = entry_name(&base);
+                self.place(tree, &base, &dest_host.join(name), &mut links, &mut dirs)?;
+                found = true;
             }
         } else {
-            let target = if dest_is_dir {
-                Path::new(&dest).join(host.file_name().unwrap_or_default())
-            } else {
-                PathBuf::from(&dest)
-            };
-            if let Some(parent) = target.parent() {
-                mkdir_in_root(root, parent).map_err(|e| io_err(parent, e))?;
-            }
-            place_host(host, md, root, &target, owner, chmod).map_err(|e| io_err(&target, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes the file `src` (metadata `md`, not followed) at `target` (absolute, inside the
-/// container), keeping its owner unless `owner` is given.
-fn place_host(
-    src: &Path,
-    md: &fs::Metadata,
-    root: &Path,
-    target: &Path,
-    owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
-) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let name = target.file_name().unwrap_or_default();
-    let host = resolve_in_root(root, parent)?.join(name);
-    let existing = fs::symlink_metadata(&host).ok();
-    let (uid, gid) = owner.unwrap_or((md.uid(), md.gid()));
-    let mode = chmod.unwrap_or(md.mode() & 0o7777);
-    let clear = |existing: Option<fs::Metadata>| -> io::Result<()> {
-        match existing {
-            Some(e) if e.is_dir() => fs::remove_dir_all(&host),
-            Some(_) => fs::remove_file(&host),
-            None => Ok(()),
-        }
-    };
-    let kind = md.file_type();
-    if kind.is_dir() {
-        if !existing.as_ref().is_some_and(fs::Metadata::is_dir) {
-            clear(existing)?;
-            fs::create_dir(&host)?;
-        }
-        lchown(&host, Some(uid), Some(gid))?;
-        fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
-    } else if kind.is_file() {
-        clear(existing)?;
-        fs::copy(src, &host)?;
-        lchown(&host, Some(uid), Some(gid))?;
-        fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
-        let file = fs::File::options().write(true).open(&host)?;
-        file.set_modified(md.modified()?)?;
-    } else if kind.is_symlink() {
-        clear(existing)?;
-        symlink(fs::read_link(src)?, &host)?;
-        lchown(&host, Some(uid), Some(gid))?;
-    } else {
-        return Err(io::Error::other(format!(
-            "{}: special files cannot be copied yet",
-            src.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Copies the sources of `copy` from `context` into `root`, as `COPY` does.
-pub(super) fn copy_from_context(
-    context: &Context,
-    root: &Path,
-    workdir: Option<&str>,
-    copy: &Copy,
-) -> Result<(), String> {
-    let (owner, chmod) = flags(root, copy)?;
-    let (uid, gid) = owner.unwrap_or((0, 0));
-    let attrs = Attrs { uid, gid, chmod };
-
-    let mut selected: Vec<Entry> = Vec::new();
-    for source in &copy.sources {
-        let entries = context
-            .select(source)
-            .map_err(|e| format!("failed to compute cache key: {e}"))?;
-        if entries.is_empty() {
-            return Err(format!(
-                "no source files were specified or matched {source:?}"
-            ));
-        }
-        selected.extend(entries);
-    }
-    let (dest, dest_is_dir) = destination(root, workdir, &copy.dest, selected.len())?;
-    let io_err = |what: &Path, e: io::Error| format!("{}: {e}", what.display());
-
-    for entry in &selected {
-        if entry.is_dir() {
-            mkdir_in_root(root, Path::new(&dest)).map_err(|e| io_err(Path::new(&dest), e))?;
-            let walk = context
-                .walk_dir(&entry.path.to_string_lossy())
+            let walk = tree
+                .files
+                .walk_dir(&base.path.to_string_lossy())
                 .map_err(|e| e.to_string())?;
+            // Directories seen so far, by path below the pivot: the parents of a match.
+            let mut seen: HashMap<PathBuf, Entry> = HashMap::new();
+            let mut included: Option<PathBuf> = None;
+            let mut skipped: Option<PathBuf> = None;
             for item in walk {
                 let item = item.map_err(|e| e.to_string())?;
-                let rel = if entry.path == Path::new(".") {
+                let rel = if base.path == Path::new(".") {
                     item.path.clone()
                 } else {
                     item.path
-                        .strip_prefix(&entry.path)
+                        .strip_prefix(&base.path)
                         .map_err(|e| e.to_string())?
                         .to_path_buf()
                 };
-                let target = Path::new(&dest).join(rel);
-                place(context, root, &item, &target, &attrs).map_err(|e| io_err(&target, e))?;
+                if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
+                    continue;
+                }
+                let rel_str = rel.to_string_lossy().into_owned();
+                if self.excluded(&rel_str, item.is_dir()) {
+                    if item.is_dir() {
+                        skipped = Some(rel);
+                    }
+                    continue;
+                }
+                let inside = included.as_ref().is_some_and(|i| rel.starts_with(i));
+                if !inside {
+                    included = None;
+                    if !pattern.matches(&rel_str) {
+                        if item.is_dir() {
+                            if pattern.may_match_with_prefix(&format!("{rel_str}/")) {
+                                seen.insert(rel.clone(), item);
+                            } else {
+                                skipped = Some(rel);
+                            }
+                        }
+                        continue;
+                    }
+                    found = true;
+                    // The directories between the pivot and the match.
+                    let mut parents: Vec<&Path> = rel.ancestors().skip(1).collect();
+                    parents.reverse();
+                    for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+                        let target = dest_host.join(parent);
+                        match fs::symlink_metadata(&target) {
+                            Ok(md) if md.is_dir() => {}
+                            _ => {
+                                let Some(dir) = seen.get(parent) else {
+                                    return Err(format!(
+                                        "{}: parent directory not found in the source",
+                                        parent.display()
+                                    ));
+                                };
+                                self.place(tree, dir, &target, &mut links, &mut dirs)?;
+                            }
+                        }
+                    }
+                    if item.is_dir() {
+                        included = Some(rel.clone());
+                    }
+                }
+                self.place(tree, &item, &dest_host.join(&rel), &mut links, &mut dirs)?;
             }
-        } else {
-            let target = if dest_is_dir {
-                let name = entry.path.file_name().unwrap_or_default();
-                Path::new(&dest).join(name)
-            } else {
-                PathBuf::from(&dest)
-            };
-            if let Some(parent) = target.parent() {
-                mkdir_in_root(root, parent).map_err(|e| io_err(parent, e))?;
-            }
-            place(context, root, entry, &target, &attrs).map_err(|e| io_err(&target, e))?;
         }
+        if !found && !contains_wildcards(&split.pattern) {
+            return Err(format!("failed to compute cache key: {source:?} not found"));
+        }
+        self.finish(dirs)
     }
-    Ok(())
-}
 
-/// Writes one context entry at `target` (absolute, inside the container).
-fn place(
-    context: &Context,
-    root: &Path,
-    entry: &Entry,
-    target: &Path,
-    attrs: &Attrs,
-) -> io::Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let name = target.file_name().unwrap_or_default();
-    let host = resolve_in_root(root, parent)?.join(name);
-    let existing = fs::symlink_metadata(&host).ok();
-    let mode = attrs.chmod.unwrap_or(entry.mode);
-    match entry.kind {
-        FileKind::Dir => {
-            match existing {
+    /// Writes one entry of `tree` at `target` (a host path whose parent exists), as fsutil's
+    /// `copy` does for the entries below a source: a directory is made or kept, anything else
+    /// replaces what is there (but never a directory); then owner, mode, extended attributes
+    /// and times.
+    fn place(
+        &self,
+        tree: &Tree,
+        entry: &Entry,
+        target: &Path,
+        links: &mut Links,
+        dirs: &mut Deferred,
+    ) -> Result<(), String> {
+        let src = tree.host_path(entry);
+        let err = |e: io::Error| self.io_error(target, e);
+        let existing = fs::symlink_metadata(target).ok();
+        match entry.kind {
+            FileKind::Dir => match existing {
                 Some(md) if md.is_dir() => {}
                 Some(_) => {
-                    fs::remove_file(&host)?;
-                    fs::create_dir(&host)?;
+                    return Err(format!(
+                        "cannot copy the directory {} to the non-directory {}",
+                        entry.path.display(),
+                        self.shown(target).display()
+                    ));
                 }
-                None => fs::create_dir(&host)?,
-            }
-            lchown(&host, Some(attrs.uid), Some(attrs.gid))?;
-            fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
+                None => fs::create_dir(target).map_err(err)?,
+            },
+            _ => match existing {
+                Some(md) if md.is_dir() => {
+                    return Err(format!(
+                        "cannot replace the directory {} with a file",
+                        self.shown(target).display()
+                    ));
+                }
+                Some(_) => fs::remove_file(target).map_err(err)?,
+                None => {}
+            },
         }
-        FileKind::File => {
-            if let Some(md) = existing {
-                if md.is_dir() {
-                    fs::remove_dir_all(&host)?;
-                } else {
-                    fs::remove_file(&host)?;
+        match entry.kind {
+            FileKind::Dir => {}
+            FileKind::File => {
+                let key = (entry.dev, entry.ino);
+                match links.get(&key) {
+                    Some(first) if entry.nlink > 1 => {
+                        fs::hard_link(first, target).map_err(err)?;
+                    }
+                    _ => {
+                        fs::copy(&src, target).map_err(err)?;
+                        if entry.nlink > 1 {
+                            links.insert(key, target.to_path_buf());
+                        }
+                    }
                 }
             }
-            fs::copy(context.host_path(entry), &host)?;
-            lchown(&host, Some(attrs.uid), Some(attrs.gid))?;
-            fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
-            let file = fs::File::options().write(true).open(&host)?;
-            let mtime = std::time::UNIX_EPOCH
-                + std::time::Duration::new(entry.mtime.secs.max(0) as u64, entry.mtime.nanos);
-            file.set_modified(mtime)?;
-        }
-        FileKind::Symlink => {
-            if let Some(md) = existing {
-                if md.is_dir() {
-                    fs::remove_dir_all(&host)?;
-                } else {
-                    fs::remove_file(&host)?;
-                }
+            FileKind::Symlink => {
+                let link = entry.link_target.clone().unwrap_or_default();
+                symlink(link, target).map_err(err)?;
             }
-            let link = entry.link_target.clone().unwrap_or_default();
-            symlink(link, &host)?;
-            lchown(&host, Some(attrs.uid), Some(attrs.gid))?;
+            FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket => {
+                mknod(target, entry.kind, entry.mode, entry.rdev).map_err(err)?;
+            }
         }
-        other => {
-            return Err(io::Error::other(format!(
-                "{}: a {other:?} cannot be copied",
-                entry.path.display()
-            )));
+        let (uid, gid) = self.owner.unwrap_or_else(|| tree.owner(entry));
+        lchown(target, Some(uid), Some(gid)).map_err(err)?;
+        if entry.kind != FileKind::Symlink {
+            let mode = self
+                .mode
+                .as_ref()
+                .map_or(entry.mode, |m| m.apply(entry.mode, entry.is_dir()));
+            fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(err)?;
+            copy_xattrs(&src, target);
+        }
+        if entry.is_dir() {
+            dirs.push((target.to_path_buf(), entry.mtime));
+        } else {
+            set_times(target, entry.mtime).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn shown(&self, host: &Path) -> PathBuf {
+        host.strip_prefix(self.root)
+            .map_or_else(|_| host.to_path_buf(), |p| Path::new("/").join(p))
+    }
+
+    /// Sets the mtimes of the directories copied, deepest first.
+    fn finish(&self, dirs: Deferred) -> Result<(), String> {
+        for (dir, mtime) in dirs.into_iter().rev() {
+            set_times(&dir, mtime).map_err(|e| self.io_error(&dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets access and modification time of `path` (not following a symlink).
+pub(super) fn set_times(path: &Path, t: Timestamp) -> io::Result<()> {
+    let ft = FileTime::from_unix_time(t.secs, t.nanos);
+    filetime::set_symlink_file_times(path, ft, ft)
+}
+
+/// Copies the extended attributes of `src` to `dst`, as fsutil does: what the file system
+/// refuses is skipped, and overlayfs' own attributes are never copied.
+fn copy_xattrs(src: &Path, dst: &Path) {
+    let Ok(names) = xattr::list(src) else {
+        return;
+    };
+    for name in names {
+        if SKIPPED_XATTR_PREFIXES
+            .iter()
+            .any(|p| name.as_bytes().starts_with(p))
+        {
+            continue;
+        }
+        if let Ok(Some(value)) = xattr::get(src, &name) {
+            let _ = xattr::set(dst, &name, &value);
         }
     }
-    Ok(())
+}
+
+/// Makes a device, FIFO or socket node at `path`.
+pub(super) fn mknod(path: &Path, kind: FileKind, mode: u32, rdev: u64) -> io::Result<()> {
+    let kind_bits = match kind {
+        FileKind::CharDevice => libc::S_IFCHR,
+        FileKind::BlockDevice => libc::S_IFBLK,
+        FileKind::Fifo => libc::S_IFIFO,
+        FileKind::Socket => libc::S_IFSOCK,
+        _ => return Err(io::Error::other("not a special file")),
+    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call; mknod reads
+    // nothing else from our memory.
+    let rc = unsafe { libc::mknod(c_path.as_ptr(), kind_bits | (mode & 0o7777), rdev) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The destination of a COPY or ADD: absolute and cleaned, and whether it names a directory
+/// (a trailing `/` or `/.`, `.`, or more than one thing to copy).
+fn destination(workdir: Option<&str>, dest: &str, items: usize) -> (PathBuf, bool) {
+    let absolute = super::absolute(workdir, dest);
+    let is_dir =
+        dest.ends_with('/') || dest.ends_with("/.") || dest == "." || dest.is_empty() || items > 1;
+    (PathBuf::from(absolute), is_dir)
+}
+
+/// What a step copies, gathered before anything is written.
+#[derive(Default)]
+struct Gathered {
+    trees: Vec<Tree>,
+    items: Vec<Item>,
+    /// Directories the step filled (downloads, here-documents), removed when it is done.
+    scratch: Vec<tempfile::TempDir>,
+}
+
+impl Gathered {
+    fn tree(&mut self, tree: Tree) -> usize {
+        self.trees.push(tree);
+        self.trees.len() - 1
+    }
+
+    /// The matches of `source` in `trees[tree]`, wildcard matches filtered by `--exclude`.
+    fn add_source(
+        &mut self,
+        tree: usize,
+        source: &str,
+        parents: bool,
+        exclude: Option<&Dockerignore>,
+    ) -> Result<(), String> {
+        if parents {
+            self.items.push(Item::Parents {
+                tree,
+                source: source.to_owned(),
+                split: parents_source(source),
+            });
+            return Ok(());
+        }
+        for matched in resolve_source(&self.trees[tree], source, true)? {
+            let left_out = matched
+                .below_glob
+                .as_deref()
+                .zip(exclude)
+                .is_some_and(|(path, ex)| ex.is_excluded(path));
+            if !left_out {
+                self.items.push(Item::Copy { tree, matched });
+            }
+        }
+        Ok(())
+    }
+
+    /// A here-document, as the file BuildKit makes for it: named after the document, mode
+    /// `0644` (`0664` less the umask), owned by root, its mtime the time it is made.
+    fn add_heredoc(&mut self, scratch_root: &Path, doc: &InlineFile) -> Result<(), String> {
+        let dir = scratch_dir(scratch_root)?;
+        let name = Path::new(&doc.name)
+            .file_name()
+            .map_or_else(|| OsString::from("__unnamed__"), OsStr::to_os_string);
+        let path = dir.path().join(&name);
+        fs::write(&path, &doc.data).map_err(|e| format!("{}: {e}", doc.name))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("{}: {e}", doc.name))?;
+        let tree = self.tree(Tree::dir(dir.path())?);
+        self.scratch.push(dir);
+        for matched in resolve_source(&self.trees[tree], &name.to_string_lossy(), false)? {
+            self.items.push(Item::Copy { tree, matched });
+        }
+        Ok(())
+    }
+}
+
+/// A fresh directory beside the step's root, on its file system, removed when dropped.
+pub(super) fn scratch_dir(scratch_root: &Path) -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("scratch-")
+        .tempdir_in(scratch_root)
+        .map_err(|e| format!("{}: {e}", scratch_root.display()))
+}
+
+fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> {
+    if exclude.is_empty() {
+        return Ok(None);
+    }
+    Dockerignore::from_patterns(exclude)
+        .map(Some)
+        .map_err(|e| format!("--exclude: {e}"))
+}
+
+impl super::Solver<'_> {
+    /// `COPY`: from the context, a stage or an image, and here-documents.
+    pub(super) fn copy(
+        &mut self,
+        lowered: &Lowered,
+        state: &mut State,
+        copy: &Copy,
+    ) -> Result<(), String> {
+        let from = match &copy.from {
+            None | Some(FromRef::Context) => None,
+            Some(FromRef::Scratch) => Some(Vec::new()),
+            Some(FromRef::Stage(i)) => Some(
+                self.solve_stage(lowered, *i)
+                    .map_err(|e| e.to_string())?
+                    .config
+                    .rootfs
+                    .diff_ids,
+            ),
+            Some(FromRef::Image(name)) => Some(
+                self.base_image(name, &target_platform(lowered))?
+                    .config
+                    .rootfs
+                    .diff_ids,
+            ),
+        };
+        let active = self
+            .snapshots
+            .prepare_copy("copy", state.config.diff_ids())
+            .map_err(|e| e.to_string())?;
+        let Some(root) = active.copy_dir().map(Path::to_path_buf) else {
+            return Err("a copy snapshot without a directory".into());
+        };
+        let scratch_root = active.dir().to_path_buf();
+        let source = match &from {
+            Some(diff_ids) => Some(
+                self.snapshots
+                    .prepare_copy("copy-from", diff_ids)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let exclude = exclude_patterns(&copy.exclude)?;
+        let mut gathered = Gathered::default();
+        let tree = match source.as_ref().and_then(|s| s.copy_dir()) {
+            Some(dir) => Tree::dir(dir)?,
+            None if from.is_some() => return Err("a copy snapshot without a directory".into()),
+            None => Tree::context(self.context),
+        };
+        let tree = gathered.tree(tree);
+        for src in &copy.sources {
+            // A stage's root is a chroot: `..` stops at its root, as in BuildKit.
+            let src = if from.is_some() {
+                format!("/{src}")
+            } else {
+                src.clone()
+            };
+            gathered.add_source(tree, &src, copy.parents, exclude.as_ref())?;
+        }
+        for doc in &copy.heredocs {
+            gathered.add_heredoc(&scratch_root, doc)?;
+        }
+        let workdir = working_dir(state);
+        let (dest, dest_is_dir) = destination(workdir.as_deref(), &copy.dest, gathered.items.len());
+        let job = Job {
+            root: &root,
+            dest,
+            dest_is_dir: dest_is_dir || copy.parents,
+            owner: copy
+                .chown
+                .as_deref()
+                .map(|c| super::workdir::owner(&root, c)),
+            mode: copy.chmod.as_ref().map(Mode::parse).transpose()?,
+            exclude,
+        };
+        job.run(&gathered.trees, &gathered.items)?;
+        drop(gathered);
+        if let Some(source) = source {
+            source.abort().map_err(|e| e.to_string())?;
+        }
+        self.commit(active, state)
+    }
+
+    /// `ADD`: local files (archives unpacked), http(s) URLs (downloaded, checked against
+    /// `--checksum`) and here-documents.
+    pub(super) fn add(&mut self, state: &mut State, add: &Add) -> Result<(), String> {
+        let checksum = add
+            .checksum
+            .as_deref()
+            .map(add::Checksum::parse)
+            .transpose()?;
+        if checksum.is_some() && add.sources.iter().any(|s| !add::is_url(s)) {
+            return Err("checksum can't be specified for non-HTTP(S) sources".into());
+        }
+        for source in &add.sources {
+            if add::is_git(source) {
+                return Err(format!(
+                    "{source}: ADD of git repositories is not supported yet"
+                ));
+            }
+        }
+        let active = self
+            .snapshots
+            .prepare_copy("add", state.config.diff_ids())
+            .map_err(|e| e.to_string())?;
+        let Some(root) = active.copy_dir().map(Path::to_path_buf) else {
+            return Err("a copy snapshot without a directory".into());
+        };
+        let scratch_root = active.dir().to_path_buf();
+        let exclude = exclude_patterns(&add.exclude)?;
+        let mut gathered = Gathered::default();
+        let context = gathered.tree(Tree::context(self.context));
+        for source in &add.sources {
+            if add::is_url(source) {
+                let dir = scratch_dir(&scratch_root)?;
+                let name = add::download(source, dir.path(), checksum.as_ref())?;
+                let tree = gathered.tree(Tree::dir(dir.path())?);
+                gathered.scratch.push(dir);
+                for matched in resolve_source(&gathered.trees[tree], &name, false)? {
+                    // Remote archives are unpacked only when asked to.
+                    let unpack = add.unpack == Some(true);
+                    gathered.items.push(archive_or_copy(
+                        &gathered.trees[tree],
+                        tree,
+                        matched,
+                        unpack,
+                    )?);
+                }
+                continue;
+            }
+            let before = gathered.items.len();
+            gathered.add_source(context, source, false, exclude.as_ref())?;
+            if add.unpack != Some(false) {
+                let added: Vec<Item> = gathered.items.drain(before..).collect();
+                for item in added {
+                    gathered.items.push(match item {
+                        Item::Copy { tree, matched } => {
+                            archive_or_copy(&gathered.trees[tree], tree, matched, true)?
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        for doc in &add.heredocs {
+            gathered.add_heredoc(&scratch_root, doc)?;
+        }
+        let workdir = working_dir(state);
+        let (dest, dest_is_dir) = destination(workdir.as_deref(), &add.dest, gathered.items.len());
+        let job = Job {
+            root: &root,
+            dest,
+            dest_is_dir,
+            owner: add
+                .chown
+                .as_deref()
+                .map(|c| super::workdir::owner(&root, c)),
+            mode: add.chmod.as_ref().map(Mode::parse).transpose()?,
+            exclude,
+        };
+        job.run(&gathered.trees, &gathered.items)?;
+        drop(gathered);
+        self.commit(active, state)
+    }
+}
+
+/// An archive `ADD` unpacks when `unpack` allows it and the match is one, else a copy.
+fn archive_or_copy(
+    tree: &Tree,
+    index: usize,
+    matched: Matched,
+    unpack: bool,
+) -> Result<Item, String> {
+    if unpack && matched.entry.kind == FileKind::File {
+        let path = tree.host_path(&matched.entry);
+        let compression = add::archive_compression(&path)
+            .map_err(|e| format!("{}: {e}", matched.entry.path.display()))?;
+        if let Some(compression) = compression {
+            return Ok(Item::Unpack {
+                archive: path,
+                compression,
+            });
+        }
+    }
+    Ok(Item::Copy {
+        tree: index,
+        matched,
+    })
+}
+
+fn working_dir(state: &State) -> Option<String> {
+    state
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.working_dir.clone())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
+
+    fn running_as_root() -> bool {
+        fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+    }
 
     #[test]
     fn symlinks_resolve_inside_the_root() {
@@ -414,26 +1184,302 @@ mod tests {
     }
 
     #[test]
-    fn archives_are_recognized() {
-        let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("plain");
-        fs::write(&plain, "hello").unwrap();
-        assert!(!is_archive(&plain));
-        let gz = dir.path().join("x.gz");
-        fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
-        assert!(is_archive(&gz));
-        let mut tar = vec![0u8; 512];
-        tar[257..262].copy_from_slice(b"ustar");
-        let t = dir.path().join("x.tar");
-        fs::write(&t, tar).unwrap();
-        assert!(is_archive(&t));
+    fn parents_sources_split_at_the_pivot() {
+        let split = |s| parents_source(s);
+        assert_eq!(
+            split("src/*/one.txt"),
+            ParentsSource {
+                base: ".".into(),
+                pattern: "src/*/one.txt".into()
+            }
+        );
+        assert_eq!(
+            split("./src/./a/b.txt"),
+            ParentsSource {
+                base: "src".into(),
+                pattern: "a/b.txt".into()
+            }
+        );
+        assert_eq!(
+            split("/x/y/./**/*.go"),
+            ParentsSource {
+                base: "x/y".into(),
+                pattern: "**/*.go".into()
+            }
+        );
+        assert_eq!(split("../a").pattern, "a");
     }
 
     #[test]
-    fn mkdir_reports_whether_it_made_something() {
+    fn symbolic_modes_apply_like_chmod() {
+        let m = |s: &str| Mode::parse(&Chmod::Symbolic(s.into())).unwrap();
+        assert_eq!(m("u=rwx,go=rx").apply(0o600, false), 0o755);
+        assert_eq!(m("go-w").apply(0o666, false), 0o644);
+        assert_eq!(m("+x").apply(0o644, false), 0o755);
+        assert_eq!(m("a+X").apply(0o644, false), 0o644);
+        assert_eq!(m("a+X").apply(0o644, true), 0o755);
+        assert_eq!(m("a+X").apply(0o744, false), 0o755);
+        assert_eq!(m("u+s").apply(0o755, false), 0o4755);
+        assert_eq!(m("g=u").apply(0o750, false), 0o770);
+        assert_eq!(m("o=").apply(0o777, false), 0o770);
+        assert_eq!(m("+t").apply(0o777, true), 0o1777);
+        let octal = Mode::parse(&Chmod::Octal(0o4755)).unwrap();
+        assert_eq!(octal.apply(0o600, false), 0o4755);
+        assert!(Mode::parse(&Chmod::Symbolic("u!x".into())).is_err());
+        assert!(Mode::parse(&Chmod::Symbolic("q+x".into())).is_err());
+    }
+
+    #[test]
+    fn destinations_that_name_directories() {
+        assert_eq!(destination(None, "/a/", 1), (PathBuf::from("/a"), true));
+        assert_eq!(destination(Some("/w"), ".", 1), (PathBuf::from("/w"), true));
+        assert_eq!(
+            destination(Some("/w"), "f", 1),
+            (PathBuf::from("/w/f"), false)
+        );
+        assert_eq!(destination(None, "/m", 2), (PathBuf::from("/m"), true));
+    }
+
+    /// A context with `files` (path, content) and the hard links `links` (new, existing).
+    fn context_with(files: &[(&str, &str)], links: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        assert!(mkdir_in_root(dir.path(), Path::new("/a/b")).unwrap());
-        assert!(dir.path().join("a/b").is_dir());
-        assert!(!mkdir_in_root(dir.path(), Path::new("/a/b")).unwrap());
+        for (path, content) in files {
+            let p = dir.path().join(path);
+            if path.ends_with('/') {
+                fs::create_dir_all(&p).unwrap();
+                continue;
+            }
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+        }
+        for (new, existing) in links {
+            fs::hard_link(dir.path().join(existing), dir.path().join(new)).unwrap();
+        }
+        dir
+    }
+
+    fn job<'r>(root: &'r Path, dest: &str, items: usize) -> Job<'r> {
+        let (dest, dest_is_dir) = destination(None, dest, items);
+        Job {
+            root,
+            dest,
+            dest_is_dir,
+            owner: None,
+            mode: None,
+            exclude: None,
+        }
+    }
+
+    fn copy_sources(job: &Job<'_>, context: &Path, sources: &[&str], parents: bool) {
+        let mut gathered = Gathered::default();
+        let tree = gathered.tree(Tree::context(
+            &Context::new(context, Dockerignore::empty()).unwrap(),
+        ));
+        for s in sources {
+            gathered
+                .add_source(tree, s, parents, job.exclude.as_ref())
+                .unwrap();
+        }
+        job.run(&gathered.trees, &gathered.items).unwrap();
+    }
+
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out: Vec<String> = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                if e.file_type().is_dir() {
+                    format!("{rel}/")
+                } else {
+                    rel
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn hard_links_are_kept_within_one_source_only() {
+        let ctx = context_with(
+            &[("h1", "linked\n"), ("sub/", "")],
+            &[("h2", "h1"), ("sub/h3", "h1")],
+        );
+        let root = tempfile::tempdir().unwrap();
+        copy_sources(&job(root.path(), "/all/", 1), ctx.path(), &["."], false);
+        let ino = |p: &str| fs::metadata(root.path().join(p)).unwrap().ino();
+        assert_eq!(ino("all/h1"), ino("all/h2"));
+        assert_eq!(ino("all/h1"), ino("all/sub/h3"));
+        copy_sources(
+            &job(root.path(), "/two/", 2),
+            ctx.path(),
+            &["h1", "h2"],
+            false,
+        );
+        assert_ne!(ino("two/h1"), ino("two/h2"));
+    }
+
+    #[test]
+    fn parents_keep_the_source_path() {
+        let ctx = context_with(
+            &[
+                ("src/a/one.txt", "1"),
+                ("src/b/one.txt", "1b"),
+                ("src/b/two.txt", "2"),
+                ("src/b/deep/three.txt", "3"),
+                ("src/c/other.txt", "x"),
+            ],
+            &[],
+        );
+        let root = tempfile::tempdir().unwrap();
+        copy_sources(
+            &job(root.path(), "/out/", 2),
+            ctx.path(),
+            &["src/*/one.txt", "src/b/two.txt"],
+            true,
+        );
+        copy_sources(
+            &job(root.path(), "/keep/", 1),
+            ctx.path(),
+            &["src/b/deep"],
+            true,
+        );
+        copy_sources(
+            &job(root.path(), "/pivot/", 1),
+            ctx.path(),
+            &["src/./**/three.txt"],
+            true,
+        );
+        assert_eq!(
+            listing(root.path()),
+            [
+                "keep/",
+                "keep/src/",
+                "keep/src/b/",
+                "keep/src/b/deep/",
+                "keep/src/b/deep/three.txt",
+                "out/",
+                "out/src/",
+                "out/src/a/",
+                "out/src/a/one.txt",
+                "out/src/b/",
+                "out/src/b/one.txt",
+                "out/src/b/two.txt",
+                "pivot/",
+                "pivot/b/",
+                "pivot/b/deep/",
+                "pivot/b/deep/three.txt",
+            ]
+        );
+    }
+
+    #[test]
+    fn excludes_match_below_each_source() {
+        let ctx = context_with(
+            &[
+                ("app/main.txt", "m"),
+                ("app/notes.md", "n"),
+                ("app/debug.log", "d"),
+                ("app/sub/keep.txt", "k"),
+                ("app/sub/deeper.log", "l"),
+                ("app/sub/readme.md", "r"),
+            ],
+            &[],
+        );
+        let root = tempfile::tempdir().unwrap();
+        let mut j = job(root.path(), "/app/", 1);
+        j.exclude = exclude_patterns(&["**/*.log".into(), "*.md".into()]).unwrap();
+        copy_sources(&j, ctx.path(), &["app/"], false);
+        let mut j = job(root.path(), "/added/", 1);
+        j.exclude = exclude_patterns(&["sub".into()]).unwrap();
+        copy_sources(&j, ctx.path(), &["app"], false);
+        let mut j = job(root.path(), "/globbed/", 1);
+        j.exclude = exclude_patterns(&["*.md".into()]).unwrap();
+        copy_sources(&j, ctx.path(), &["app/*"], false);
+        assert_eq!(
+            listing(root.path()),
+            [
+                "added/",
+                "added/debug.log",
+                "added/main.txt",
+                "added/notes.md",
+                "app/",
+                "app/main.txt",
+                "app/sub/",
+                "app/sub/keep.txt",
+                "app/sub/readme.md",
+                "globbed/",
+                "globbed/debug.log",
+                "globbed/deeper.log",
+                "globbed/keep.txt",
+                "globbed/main.txt",
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_matches_keep_their_own_names() {
+        let ctx = context_with(&[("target.txt", "t")], &[]);
+        symlink("target.txt", ctx.path().join("link.txt")).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        copy_sources(&job(root.path(), "/g/", 1), ctx.path(), &["link.*"], false);
+        copy_sources(
+            &job(root.path(), "/p/", 1),
+            ctx.path(),
+            &["link.txt"],
+            false,
+        );
+        copy_sources(
+            &job(root.path(), "/none/", 1),
+            ctx.path(),
+            &["*.nothing"],
+            false,
+        );
+        assert_eq!(
+            listing(root.path()),
+            ["g/", "g/link.txt", "p/", "p/link.txt"]
+        );
+        assert!(
+            fs::symlink_metadata(root.path().join("g/link.txt"))
+                .unwrap()
+                .is_file()
+        );
+    }
+
+    #[test]
+    fn missing_plain_sources_fail() {
+        let ctx = context_with(&[("a", "a")], &[]);
+        let tree = Tree::context(&Context::new(ctx.path(), Dockerignore::empty()).unwrap());
+        let err = resolve_source(&tree, "missing.txt", true).unwrap_err();
+        assert!(err.contains("\"missing.txt\" not found"), "{err}");
+    }
+
+    #[test]
+    fn created_parents_get_the_chown_owner() {
+        if !running_as_root() {
+            return;
+        }
+        let ctx = context_with(&[("dir/h.txt", "h"), ("f1.txt", "f")], &[]);
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("existing")).unwrap();
+        let mut j = job(root.path(), "/existing/new-parent/deeper/", 1);
+        j.owner = Some((1000, 50));
+        copy_sources(&j, ctx.path(), &["dir"], false);
+        let mut j = job(root.path(), "/o/numeric.txt", 1);
+        j.owner = Some((1000, 50));
+        j.mode = Some(Mode::Octal(0o640));
+        copy_sources(&j, ctx.path(), &["f1.txt"], false);
+        let owner = |p: &str| {
+            let md = fs::symlink_metadata(root.path().join(p)).unwrap();
+            (md.uid(), md.gid(), md.mode() & 0o7777)
+        };
+        assert_eq!(owner("existing"), (0, 0, 0o755));
+        assert_eq!(owner("existing/new-parent"), (1000, 50, 0o755));
+        assert_eq!(owner("existing/new-parent/deeper"), (1000, 50, 0o755));
+        assert_eq!(owner("existing/new-parent/deeper/h.txt").0, 1000);
+        assert_eq!(owner("o"), (1000, 50, 0o755));
+        assert_eq!(owner("o/numeric.txt"), (1000, 50, 0o640));
     }
 }

@@ -1,25 +1,37 @@
 //! The build executor: runs the steps of the target stage and writes the image.
 //!
 //! For now the stages the target needs run one after the other, each step in order:
-//! - `FROM scratch` starts from an empty config; `FROM <image>` resolves the image in the local
-//!   [`ImageStore`], extracts its layers into the [`SnapshotStore`] (once per diff_id) and starts
-//!   from its config; `FROM <stage>` starts from that stage's result;
+//! - `FROM scratch` starts from BuildKit's empty config (`PATH`, working directory `/`);
+//!   `FROM <image>` resolves the image in the local [`ImageStore`], extracts its layers into the
+//!   [`SnapshotStore`] (once per diff_id) and starts from its config; `FROM <stage>` starts from
+//!   that stage's result. Either way the base's `ONBUILD` triggers leave the config (lowering
+//!   made them the stage's first steps);
 //! - `ENV`, `LABEL`, `USER`, `EXPOSE`, `VOLUME`, `ENTRYPOINT`, `CMD`, `SHELL`, `STOPSIGNAL`,
-//!   `HEALTHCHECK`, `ONBUILD`, `MAINTAINER` and `ARG` change the config and add a history entry
-//!   with `empty_layer: true`;
-//! - `WORKDIR` creates the directory when it is missing (a layer, as BuildKit makes one), else
-//!   is an empty-layer entry;
+//!   `HEALTHCHECK`, `MAINTAINER` and `ARG` change the config and add a history entry with
+//!   `empty_layer: true`; `ONBUILD` changes the config only. The history text is BuildKit's
+//!   (see `history.rs`);
+//! - `WORKDIR` other than `/` makes a layer, as BuildKit does: `mkdir -p` of the directory,
+//!   owned by the stage's `USER`, and an empty layer when it exists;
 //! - `RUN` runs in the sandbox on an overlay of the step's parents with a fresh upper
 //!   directory (or a copy of them where overlayfs is unavailable), and the upper directory is
 //!   the layer;
 //! - `COPY` copies from the build context into a copy of the parents, whose diff is the layer.
 //!
-//! Every layer lands in a [`Staging`] area of the image store; the config and manifest follow,
-//! and [`ImageStore::commit`] records the image under the requested names. A failing step
+//! Every layer lands in a [`Staging`] area of the image store, and is handed at once to
+//! [`SolveOptions::layer_sink`] when there is one (so that a push can upload it while later
+//! steps run); the config and manifest follow, and [`ImageStore::commit`] records the image
+//! under the requested names. [`Progress`] reports each step as BuildKit's plain progress
+//! does, with the layer a finished step made. A failing step
 //! leaves no active snapshot and no mount behind: an [`Active`] snapshot removes its directory
 //! when dropped, and the sandbox unmounts whatever happens.
 
+mod add;
 mod copy;
+mod history;
+mod run;
+
+pub use run::{MAX_SECRET_SIZE, SecretSource, parse_secret, parse_secrets};
+mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,14 +45,12 @@ use berth_layerstore::image::{
     CanonicalBlob, ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, new_descriptor,
 };
 use berth_layerstore::layer::LayerOptions;
-use berth_layerstore::snapshot::{Active, Lease, Rootfs, SnapshotStore, overlay_supported};
-use berth_runner::sandbox::{ProcessSpec, RootfsSpec, RunSpec, Sandbox, Stream};
+use berth_layerstore::snapshot::{Active, Lease, Rootfs, SnapshotStore};
+use berth_runner::sandbox::Sandbox;
 
 use crate::context::Context;
-use crate::instructions::{
-    BaseImage, BaseRef, CommandLine, FromRef, HealthcheckKind, Lowered, NetworkMode,
-};
-use crate::instructions::{Command, Copy as CopyCmd};
+use crate::instructions::Command;
+use crate::instructions::{BaseImage, BaseRef, CommandLine, HealthcheckKind, Lowered};
 use crate::parser::Span;
 
 /// The media type of the configs the solver writes.
@@ -94,11 +104,19 @@ pub enum Progress<'a> {
         message: &'a str,
     },
     /// Step `n` is done.
+    #[non_exhaustive]
     Done {
         /// The vertex number.
         vertex: usize,
         /// How long it took, in seconds.
         seconds: f64,
+        /// The layer the step made, for steps that make one (its size is what the progress
+        /// displays show).
+        layer: Option<&'a Descriptor>,
+        /// Whether the step's result came from the cache instead of being built. Always
+        /// `false` until the solver has a cache; displays already print BuildKit's `CACHED`
+        /// for it.
+        cached: bool,
     },
 }
 
@@ -115,6 +133,44 @@ pub struct SolveOptions {
     pub names: Vec<String>,
     /// How layers are written.
     pub layer: LayerOptions,
+    /// The network of `RUN` steps that do not ask for one with `RUN --network`
+    /// ([`Default`](crate::instructions::NetworkMode::Default) is the sandbox's default, the host's network).
+    pub network: crate::instructions::NetworkMode,
+    /// Where each layer goes as soon as the solver has written it, while later steps run
+    /// (`berth build --push` uploads them from there). Dropped with the solver, so the
+    /// receiving end sees the channel close when the build is over.
+    pub layer_sink: Option<std::sync::mpsc::Sender<LayerBlob>>,
+    /// Where `RUN --mount` keeps its caches (`cache/`, across builds) and the temporary copies
+    /// of the build context that bind mounts of it need (`tmp/`).
+    pub mounts_root: PathBuf,
+    /// The build secrets (`--secret`) by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+impl SolveOptions {
+    /// The network a `RUN` step asking for `step` gets: its own choice, else the build's.
+    pub fn network_for(
+        &self,
+        step: crate::instructions::NetworkMode,
+    ) -> crate::instructions::NetworkMode {
+        match step {
+            crate::instructions::NetworkMode::Default => self.network,
+            other => other,
+        }
+    }
+}
+
+/// A layer the solver has just written, sent to [`SolveOptions::layer_sink`].
+#[derive(Debug)]
+pub struct LayerBlob {
+    /// The layer's descriptor, as the manifest will list it.
+    pub descriptor: Descriptor,
+    /// The uncompressed digest, as the config's `rootfs.diff_ids` will list it.
+    pub diff_id: Digest,
+    /// The blob, open for reading. It stays readable whatever becomes of the build's staging
+    /// area (committed into the store or dropped), so read it with positioned reads
+    /// (`FileExt::read_at`) from as many threads as needed.
+    pub file: std::fs::File,
 }
 
 /// What a build made.
@@ -124,6 +180,14 @@ pub struct Built {
     pub id: Digest,
     /// The manifest's descriptor.
     pub manifest: Descriptor,
+    /// The config's descriptor.
+    pub config: Descriptor,
+    /// The layers, base image layers first, as the manifest lists them.
+    pub layers: Vec<Descriptor>,
+    /// The config's `created` time (RFC 3339).
+    pub created: Option<String>,
+    /// The names the image was recorded under in the store (normalized).
+    pub names: Vec<String>,
 }
 
 /// A stage's state while it is built.
@@ -133,6 +197,43 @@ struct State {
     layers: Vec<Descriptor>,
     /// `SHELL` (not part of OCI configs' required fields; kept here and in the config).
     shell: Vec<String>,
+    /// Whether a `CMD` was given in this stage: an `ENTRYPOINT` then keeps it, where it resets
+    /// the `CMD` the stage inherited.
+    cmd_set: bool,
+    /// The `ARG` names declared in this stage so far (triggers included), in order: the
+    /// `|<n> K=V` prefix of `RUN` history entries. BuildKit 0.8 does not carry them over to a
+    /// stage built on this one.
+    build_args: Vec<String>,
+}
+
+impl State {
+    fn new(config: ImageConfig, layers: Vec<Descriptor>, shell: Vec<String>) -> Self {
+        State {
+            config,
+            layers,
+            shell,
+            cmd_set: false,
+            build_args: Vec::new(),
+        }
+    }
+
+    /// Starts a stage on this state: what only lasts for one stage is reset, and the base's
+    /// `ONBUILD` triggers (which lowering turned into the stage's first steps) are dropped
+    /// from the config, as BuildKit drops them.
+    fn start_stage(&mut self) {
+        self.cmd_set = false;
+        self.build_args.clear();
+        let c = self.config.config.get_or_insert_with(Default::default);
+        c.on_build = None;
+        // BuildKit makes sure every stage has a PATH.
+        let env = c.env.get_or_insert_with(Vec::new);
+        if !env
+            .iter()
+            .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+        {
+            env.push(format!("PATH={}", berth_runner::sandbox::DEFAULT_PATH_ENV));
+        }
+    }
 }
 
 /// Base image configurations for lowering: the env and ONBUILD triggers of every image
@@ -227,6 +328,8 @@ pub struct Solver<'a> {
     progress: &'a mut dyn FnMut(Progress<'_>),
     vertex: usize,
     options: SolveOptions,
+    /// The layer of the step running now, once it has one: [`Progress::Done`] reports it.
+    last_layer: Option<Descriptor>,
 }
 
 impl<'a> Solver<'a> {
@@ -265,6 +368,7 @@ impl<'a> Solver<'a> {
             progress,
             vertex: 0,
             options,
+            last_layer: None,
         })
     }
 
@@ -289,25 +393,23 @@ impl<'a> Solver<'a> {
         let name = stage.display_name();
         let from_line = self.line_text(&stage.span);
         let mut state = match &stage.base {
-            BaseRef::Scratch => State {
-                config: {
-                    let mut c = ImageConfig::new(&platform.os, &platform.architecture);
-                    if !platform.variant.is_empty() {
-                        c.variant = Some(platform.variant.clone());
-                    }
-                    c.rootfs.kind = "layers".to_owned();
-                    c.config = Some(ContainerConfig {
-                        env: Some(vec![format!(
-                            "PATH={}",
-                            berth_runner::sandbox::DEFAULT_PATH_ENV
-                        )]),
-                        ..Default::default()
-                    });
-                    c
-                },
-                layers: Vec::new(),
-                shell: Vec::new(),
-            },
+            BaseRef::Scratch => {
+                // BuildKit's empty image: PATH and the working directory `/`.
+                let mut c = ImageConfig::new(&platform.os, &platform.architecture);
+                if !platform.variant.is_empty() {
+                    c.variant = Some(platform.variant.clone());
+                }
+                c.rootfs.kind = "layers".to_owned();
+                c.config = Some(ContainerConfig {
+                    env: Some(vec![format!(
+                        "PATH={}",
+                        berth_runner::sandbox::DEFAULT_PATH_ENV
+                    )]),
+                    working_dir: Some("/".to_owned()),
+                    ..Default::default()
+                });
+                State::new(c, Vec::new(), Vec::new())
+            }
             BaseRef::Stage(i) => self.solve_stage(lowered, *i)?,
             BaseRef::Image(image) => {
                 let vertex = self.start(&format!("[{name} 1/{total}] {from_line}"));
@@ -319,6 +421,7 @@ impl<'a> Solver<'a> {
                 state
             }
         };
+        state.start_stage();
         for (i, command) in steps.iter().enumerate() {
             let label = format!(
                 "[{name} {}/{total}] {}",
@@ -377,11 +480,7 @@ impl<'a> Solver<'a> {
             .and_then(|c| c.shell.clone())
             .unwrap_or_default();
         config.created = None;
-        Ok(State {
-            config,
-            layers,
-            shell,
-        })
+        Ok(State::new(config, layers, shell))
     }
 
     fn step(
@@ -393,15 +492,33 @@ impl<'a> Solver<'a> {
     ) -> Result<(), String> {
         let vertex = self.start(label);
         let t = Instant::now();
-        let created_by = created_by(command, state);
+        let created_by = history::created_by(
+            command,
+            &history::Scope {
+                shell: &state.shell,
+                workdir: state
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.working_dir.as_deref()),
+                build_args: &state.build_args,
+            },
+        );
         let c = state.config.config.get_or_insert_with(Default::default);
         let mut empty = true;
         match command {
             Command::Env(env) => {
+                // As BuildKit's addEnv: a variable already set keeps its place.
                 let list = c.env.get_or_insert_with(Vec::new);
                 for (k, v) in &env.pairs {
-                    list.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != k);
-                    list.push(format!("{k}={v}"));
+                    let entry = format!("{k}={v}");
+                    match list
+                        .iter_mut()
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k)
+                    {
+                        Some(existing) => *existing = entry,
+                        None => list.push(entry),
+                    }
                 }
             }
             Command::Label(label) => {
@@ -423,9 +540,16 @@ impl<'a> Solver<'a> {
             }
             Command::Entrypoint(e) => {
                 c.entrypoint = Some(command_line(&e.command, &state.shell));
-                c.cmd = None;
+                if !state.cmd_set {
+                    c.cmd = None;
+                }
             }
-            Command::Cmd(cmd) => c.cmd = Some(command_line(&cmd.command, &state.shell)),
+            Command::Cmd(cmd) => {
+                c.cmd = Some(command_line(&cmd.command, &state.shell));
+                // BuildKit 0.8 marks every CMD so, whatever its form.
+                c.args_escaped = Some(true);
+                state.cmd_set = true;
+            }
             Command::Shell(shell) => {
                 state.shell = shell.shell.clone();
                 c.shell = Some(shell.shell.clone());
@@ -473,18 +597,24 @@ impl<'a> Solver<'a> {
                     .push(o.expression.clone());
             }
             Command::Maintainer(m) => state.config.author = Some(m.name.clone()),
-            Command::Arg(_) => {
-                // ARG changes no config; BuildKit records no history for it.
-                self.done(vertex, t);
-                return Ok(());
+            Command::Arg(arg) => {
+                // ARG changes no config; RUN history entries list it from now on.
+                state
+                    .build_args
+                    .extend(arg.args.iter().map(|a| a.name.clone()));
             }
             Command::Workdir(w) => {
                 let dir = absolute(c.working_dir.as_deref(), &w.path);
                 c.working_dir = Some(dir.clone());
-                empty = !self.workdir(state, &dir)?;
+                // BuildKit makes a layer for every WORKDIR but `/`, even when the directory
+                // exists.
+                if dir != "/" {
+                    self.workdir(state, &dir)?;
+                    empty = false;
+                }
             }
             Command::Run(run) => {
-                self.run(vertex, state, run)?;
+                self.run(lowered, vertex, state, run)?;
                 empty = false;
             }
             Command::Copy(copy) => {
@@ -492,25 +622,27 @@ impl<'a> Solver<'a> {
                 empty = false;
             }
             Command::Add(add) => {
-                let copy = add_as_copy(self.context, add)?;
-                self.copy(lowered, state, &copy)?;
+                self.add(state, add)?;
                 empty = false;
             }
         }
-        let history = state.config.history.get_or_insert_with(Vec::new);
-        history.push(History {
-            created: Some(now()),
-            created_by: Some(created_by),
-            comment: Some("buildkit.dockerfile.v0".to_owned()),
-            empty_layer: empty.then_some(true),
-            ..Default::default()
-        });
+        if let Some(created_by) = created_by {
+            let history = state.config.history.get_or_insert_with(Vec::new);
+            history.push(History {
+                created: Some(now()),
+                created_by: Some(created_by),
+                comment: Some("buildkit.dockerfile.v0".to_owned()),
+                empty_layer: empty.then_some(true),
+                ..Default::default()
+            });
+        }
         self.done(vertex, t);
         Ok(())
     }
 
-    /// Creates `dir` in a new layer when the parents lack it; `false` when nothing changed.
-    fn workdir(&mut self, state: &mut State, dir: &str) -> Result<bool, String> {
+    /// Creates `dir` and its missing parents, owned by the stage's `USER`, in a new layer
+    /// (empty when the directory exists).
+    fn workdir(&mut self, state: &mut State, dir: &str) -> Result<(), String> {
         let active = self
             .snapshots
             .prepare_copy("workdir", state.config.diff_ids())
@@ -518,131 +650,15 @@ impl<'a> Solver<'a> {
         let Rootfs::Copy { dir: root } = active.rootfs().clone() else {
             return Err("a copy snapshot without a directory".into());
         };
-        let created = copy::mkdir_in_root(&root, Path::new(dir)).map_err(|e| e.to_string())?;
-        if !created {
-            active.abort().map_err(|e| e.to_string())?;
-            return Ok(false);
-        }
-        self.commit(active, state)?;
-        Ok(true)
-    }
-
-    fn run(
-        &mut self,
-        vertex: usize,
-        state: &mut State,
-        run: &crate::instructions::Run,
-    ) -> Result<(), String> {
-        if !run.mounts.is_empty() {
-            return Err("RUN --mount is not supported by the executor yet".into());
-        }
-        let args = match &run.command {
-            CommandLine::Exec(args) => args.clone(),
-            CommandLine::Shell(cmd) => {
-                let mut a = shell_of(&state.shell);
-                a.push(cmd.clone());
-                a
-            }
-        };
-        let parents = state.config.diff_ids().to_vec();
-        let active = if overlay_supported() {
-            self.snapshots.prepare("run", &parents)
-        } else {
-            self.snapshots.prepare_copy("run", &parents)
-        }
-        .map_err(|e| e.to_string())?;
-        let rootfs = match active.rootfs() {
-            Rootfs::Overlay {
-                lowerdirs,
-                upper,
-                work,
-            } => RootfsSpec::Overlay {
-                lower: lowerdirs.clone(),
-                upper: upper.clone(),
-                work: work.clone(),
-            },
-            Rootfs::Copy { dir } => RootfsSpec::Dir(dir.clone()),
-        };
-        let c = state.config.config.clone().unwrap_or_default();
-        let mut process = ProcessSpec::new(args.clone());
-        process.env = run.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        process.cwd = PathBuf::from(
-            c.working_dir
-                .as_deref()
-                .filter(|w| !w.is_empty())
-                .unwrap_or("/"),
-        );
-        process.user = c.user.unwrap_or_default();
-        let mut spec = RunSpec::new(rootfs, process);
-        spec.network = match run.network {
-            NetworkMode::None => berth_runner::sandbox::Network::None,
-            _ => berth_runner::sandbox::Network::Host,
-        };
-        let progress = &mut *self.progress;
-        let status = self
-            .sandbox
-            .run(&spec, &mut |_stream: Stream, bytes: &[u8]| {
-                progress(Progress::Output { vertex, bytes });
-            })
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            drop(active);
-            return Err(format!(
-                "process {:?} did not complete successfully: exit code: {}",
-                args.join(" "),
-                status.code()
-            ));
-        }
-        self.commit(active, state)
-    }
-
-    fn copy(&mut self, lowered: &Lowered, state: &mut State, copy: &CopyCmd) -> Result<(), String> {
-        let from = match &copy.from {
-            None | Some(FromRef::Context) => None,
-            Some(FromRef::Scratch) => Some(Vec::new()),
-            Some(FromRef::Stage(i)) => Some(
-                self.solve_stage(lowered, *i)
-                    .map_err(|e| e.to_string())?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
-            Some(FromRef::Image(name)) => Some(
-                self.base_image(name, &target_platform(lowered))?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
-        };
-        if copy.parents || !copy.exclude.is_empty() || !copy.heredocs.is_empty() {
-            return Err("COPY --parents, --exclude and here-documents are not supported by the executor yet".into());
-        }
-        let active = self
-            .snapshots
-            .prepare_copy("copy", state.config.diff_ids())
-            .map_err(|e| e.to_string())?;
-        let Rootfs::Copy { dir: root } = active.rootfs().clone() else {
-            return Err("a copy snapshot without a directory".into());
-        };
-        let workdir = state
+        let user = state
             .config
             .config
             .as_ref()
-            .and_then(|c| c.working_dir.clone());
-        match from {
-            None => copy::copy_from_context(self.context, &root, workdir.as_deref(), copy)?,
-            Some(diff_ids) => {
-                let source = self
-                    .snapshots
-                    .prepare_copy("copy-from", &diff_ids)
-                    .map_err(|e| e.to_string())?;
-                let Rootfs::Copy { dir: src } = source.rootfs().clone() else {
-                    return Err("a copy snapshot without a directory".into());
-                };
-                copy::copy_from_root(&src, &root, workdir.as_deref(), copy)?;
-                source.abort().map_err(|e| e.to_string())?;
-            }
-        }
+            .and_then(|c| c.user.as_deref())
+            .unwrap_or_default();
+        let (uid, gid) = workdir::owner(&root, user);
+        workdir::mkdir_all(&root, Path::new(dir), uid, gid)
+            .map_err(|e| format!("mkdir {dir}: {e}"))?;
         self.commit(active, state)
     }
 
@@ -651,12 +667,40 @@ impl<'a> Solver<'a> {
             .commit_in_store(&self.staging, &self.options.layer)
             .map_err(|e| e.to_string())?;
         self.leases.push(lease);
-        state
-            .layers
-            .push(new_descriptor(&info.media_type, &info.digest, info.size));
+        let descriptor = new_descriptor(&info.media_type, &info.digest, info.size);
+        self.send_layer(&descriptor, &info.diff_id);
+        self.last_layer = Some(descriptor.clone());
+        state.layers.push(descriptor);
         state.config.rootfs.kind = "layers".to_owned();
         state.config.rootfs.diff_ids.push(info.diff_id);
         Ok(())
+    }
+
+    /// Hands a layer just committed to the staging area to [`SolveOptions::layer_sink`]. A
+    /// layer that cannot be opened is not sent: the outputs read the image from the store
+    /// once it is written anyway.
+    fn send_layer(&self, descriptor: &Descriptor, diff_id: &Digest) {
+        let Some(sink) = &self.options.layer_sink else {
+            return;
+        };
+        let Ok(digest) = descriptor_digest(descriptor) else {
+            return;
+        };
+        let content = self
+            .staging
+            .dir()
+            .join(berth_layerstore::image::store::CONTENT_DIR);
+        let Ok(staged) = berth_layerstore::content::fs::FsStore::open(content) else {
+            return;
+        };
+        if let Ok(file) = std::fs::File::open(staged.blob_path(&digest)) {
+            // A receiver that has gone away wants no more layers.
+            let _ = sink.send(LayerBlob {
+                descriptor: descriptor.clone(),
+                diff_id: diff_id.clone(),
+                file,
+            });
+        }
     }
 
     fn write_image(&mut self, state: &State) -> Result<Built, SolveError> {
@@ -689,10 +733,15 @@ impl<'a> Solver<'a> {
         Ok(Built {
             id: descriptor_digest(&config_desc).map_err(|e| setup(&e))?,
             manifest: manifest_desc,
+            config: config_desc,
+            layers: state.layers.clone(),
+            created: config.created,
+            names: self.options.names.clone(),
         })
     }
 
     fn start(&mut self, name: &str) -> usize {
+        self.last_layer = None;
         self.vertex += 1;
         (self.progress)(Progress::Start {
             vertex: self.vertex,
@@ -702,9 +751,12 @@ impl<'a> Solver<'a> {
     }
 
     fn done(&mut self, vertex: usize, t: Instant) {
+        let layer = self.last_layer.take();
         (self.progress)(Progress::Done {
             vertex,
             seconds: t.elapsed().as_secs_f64(),
+            layer: layer.as_ref(),
+            cached: false,
         });
     }
 
@@ -726,40 +778,6 @@ impl<'a> Solver<'a> {
             message,
         }
     }
-}
-
-/// `ADD` of local files, which is `COPY` from the context. Remote sources and local archives
-/// (which `ADD` would unpack) are refused for now.
-fn add_as_copy(context: &Context, add: &crate::instructions::Add) -> Result<CopyCmd, String> {
-    for source in &add.sources {
-        if source.contains("://") || source.starts_with("git@") {
-            return Err(format!(
-                "{source}: remote ADD sources are not supported yet"
-            ));
-        }
-        if add.unpack == Some(false) {
-            continue;
-        }
-        for entry in context.select(source).map_err(|e| e.to_string())? {
-            if !entry.is_dir() && copy::is_archive(&context.host_path(&entry)) {
-                return Err(format!(
-                    "{source}: unpacking archives with ADD is not supported yet"
-                ));
-            }
-        }
-    }
-    Ok(CopyCmd {
-        from: None,
-        chown: add.chown.clone(),
-        chmod: add.chmod.clone(),
-        link: add.link,
-        parents: false,
-        exclude: add.exclude.clone(),
-        sources: add.sources.clone(),
-        heredocs: add.heredocs.clone(),
-        dest: add.dest.clone(),
-        span: add.span.clone(),
-    })
 }
 
 /// The text of the instruction at `span` in `source` on one line: continuation lines joined,
@@ -794,40 +812,6 @@ fn command_line(command: &CommandLine, shell: &[String]) -> Vec<String> {
             a.push(s.clone());
             a
         }
-    }
-}
-
-/// The history's `created_by`, as BuildKit writes it.
-fn created_by(command: &Command, state: &State) -> String {
-    let joined = |c: &CommandLine| match c {
-        CommandLine::Exec(a) => format!("{a:?}"),
-        CommandLine::Shell(s) => format!(
-            "{:?}",
-            command_line(&CommandLine::Shell(s.clone()), &state.shell)
-        ),
-    };
-    match command {
-        Command::Run(r) => match &r.command {
-            CommandLine::Exec(a) => format!("RUN {} # buildkit", a.join(" ")),
-            CommandLine::Shell(s) => {
-                format!("RUN {} {s} # buildkit", shell_of(&state.shell).join(" "))
-            }
-        },
-        Command::Copy(c) => format!("COPY {} {} # buildkit", c.sources.join(" "), c.dest),
-        Command::Add(a) => format!("ADD {} {} # buildkit", a.sources.join(" "), a.dest),
-        Command::Env(e) => format!(
-            "ENV {}",
-            e.pairs
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        Command::Workdir(w) => format!("WORKDIR {}", w.path),
-        Command::Cmd(c) => format!("CMD {}", joined(&c.command)),
-        Command::Entrypoint(e) => format!("ENTRYPOINT {}", joined(&e.command)),
-        Command::User(u) => format!("USER {}", u.user),
-        other => format!("{}", other.instruction()).to_uppercase(),
     }
 }
 

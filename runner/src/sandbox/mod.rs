@@ -35,16 +35,24 @@
 //!    opaque directories carry `trusted.overlay.opaque`);
 //! 2. resolves `USER` through the image's `/etc/passwd` and `/etc/group` (see [`resolve_user`]),
 //!    and creates the working directory if it is missing, owned by that user;
-//! 3. writes `config.json` (below) and notes which mount destinations are missing, since the
-//!    runtime will create stubs for them;
+//! 3. makes what the caller's mounts need on the host ([`Mount::Layers`]: an overlay under
+//!    `mounts/<n>`; [`Mount::File`]: a file on a tmpfs of the run's own, `files/`), writes
+//!    `config.json` (below) and notes which mount destinations are missing, since the runtime
+//!    will create stubs for them;
 //! 4. runs `<runtime> --root <state>/runc run --bundle <state> <id>`, streaming stdout and
 //!    stderr to the caller as they arrive;
 //! 5. cleans up, whatever happened: kills and deletes the container if it is still there, removes
 //!    the mount stubs the runtime created (and the directories overlayfs copied up for them),
-//!    unmounts the overlay and removes the state directory. A guard does the same when the
-//!    caller's output callback panics.
+//!    unmounts the overlay and the caller's overlays and tmpfs, and removes the state directory.
+//!    A guard does the same when the caller's output callback panics.
 //!
-//! The upper directory then holds only the command's own changes: the diff for a layer.
+//! The upper directory then holds the command's own changes and the stubs `docker build` keeps:
+//! the diff for a layer. Those are the `/proc`, `/dev` and `/sys` directories the runtime creates
+//! when the root filesystem lacks them (BuildKit never removes them, so every image `docker
+//! build` makes with a RUN step on such a base has them); the stubs of the generated `/etc`
+//! files and of [`RunSpec::mounts`] go as [`RunSpec::mount_stubs`] says: all of them by
+//! default, or only the empty files, as docker 20.10 does. Nothing a mount holds reaches the
+//! root filesystem.
 //!
 //! # config.json
 //! Built with `oci-spec`, every field set explicitly, to match what `docker build` gives a RUN
@@ -60,7 +68,7 @@
 //! - mounts: Docker's `/proc`, `/dev` (tmpfs), `/dev/pts`, `/sys` (read-only), `/sys/fs/cgroup`
 //!   (read-only), `/dev/mqueue` and `/dev/shm`; then the generated `/etc/resolv.conf`,
 //!   `/etc/hosts` and `/etc/hostname`, bound read-only as BuildKit binds them; then
-//!   [`RunSpec::mounts`];
+//!   [`RunSpec::mounts`], a layers mount or a file as the bind mount of what step 3 made;
 //! - masked and read-only paths: Docker's ([`MASKED_PATHS`], [`READONLY_PATHS`]);
 //! - device cgroup: deny everything and let the runtime add its default allow list (null, zero,
 //!   full, random, urandom, tty, ptmx, pts), as containerd's default spec does;
@@ -71,8 +79,9 @@
 //! A run that is killed with the calling process leaves its state directory behind. Every
 //! directory holds a lock while its run is alive; [`Sandbox::sweep`], which
 //! [`SandboxBuilder::build`] calls, deletes the containers of directories whose lock is free,
-//! unmounts what is mounted under them and removes them. The mount stubs such a run left in an
-//! upper directory are not removed: a step whose run was killed has no layer to take.
+//! unmounts what is mounted under them (the caller's overlays and file tmpfs included) and
+//! removes them. The mount stubs such a run left in an upper directory are not removed: a step
+//! whose run was killed has no layer to take.
 
 mod error;
 mod etc;
@@ -248,6 +257,8 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// Mount the root filesystem read-only.
     pub readonly_rootfs: bool,
+    /// What happens to the mount stubs after the run. Default: [`MountStubs::Remove`].
+    pub mount_stubs: MountStubs,
     /// Cancels the run from another thread.
     pub cancel: Option<CancelToken>,
 }
@@ -262,6 +273,7 @@ impl RunSpec {
             hostname: None,
             mounts: Vec::new(),
             readonly_rootfs: false,
+            mount_stubs: MountStubs::default(),
             cancel: None,
         }
     }
@@ -338,15 +350,95 @@ pub enum Mount {
         /// The mode of its root directory; default: the kernel's (1777).
         mode: Option<u32>,
     },
+    /// The merged view of layer directories, or the part of it at `path`: the sandbox mounts an
+    /// overlay of `lower` in the run's state directory and binds `path` inside it at `target`.
+    /// The layers are never changed: a read-write mount gets an upper directory of its own,
+    /// and what the process writes there is discarded with the run.
+    Layers {
+        /// Read-only directories with overlay-style whiteouts, top first; at least one.
+        lower: Vec<PathBuf>,
+        /// The path inside the merged view (symlinks resolved inside it); `/` for all of it.
+        path: PathBuf,
+        /// The container path.
+        target: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A file made for the run, bound read-only: a build secret, a here-document script. Its
+    /// contents are written to a tmpfs of the run's own, so they never reach a disk, and are
+    /// gone when the run ends.
+    File {
+        /// What the file holds.
+        contents: FileContents,
+        /// The container path.
+        target: PathBuf,
+        /// The permission bits.
+        mode: u32,
+        /// The owner's user id.
+        uid: u32,
+        /// The owner's group id.
+        gid: u32,
+    },
 }
 
 impl Mount {
     /// The container path.
     pub fn target(&self) -> &Path {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Layers { target, .. }
+            | Mount::File { target, .. } => target,
         }
     }
+}
+
+/// The contents of a [`Mount::File`]. They may be secret, so `Debug` shows only their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileContents(Arc<[u8]>);
+
+impl FileContents {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for FileContents {
+    fn from(bytes: Vec<u8>) -> Self {
+        FileContents(bytes.into())
+    }
+}
+
+impl From<&[u8]> for FileContents {
+    fn from(bytes: &[u8]) -> Self {
+        FileContents(bytes.into())
+    }
+}
+
+impl std::fmt::Debug for FileContents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileContents({} bytes)", self.0.len())
+    }
+}
+
+/// What happens after a run to the mount stubs: the empty files and directories the runtime
+/// creates in the root filesystem for mount destinations that are missing.
+///
+/// The stubs of `/proc`, `/dev` and `/sys` always stay, as they do in the images `docker build`
+/// makes (BuildKit never removes them). The others are the stubs of the generated
+/// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` and of [`RunSpec::mounts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountStubs {
+    /// The other stubs are removed when they are still empty, with the missing parent
+    /// directories that were created for them: the root filesystem keeps nothing of a mount.
+    /// This is what BuildKit does since v0.11.
+    #[default]
+    Remove,
+    /// Only the empty file stubs are removed; directory stubs, and the parents created for any
+    /// stub, stay. This is what docker 20.10's BuildKit (v0.8) does, whose cleaner removed only
+    /// stubs of size 0, and so never a directory.
+    KeepDirectories,
 }
 
 /// The network a process sees.

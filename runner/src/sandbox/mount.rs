@@ -1,5 +1,5 @@
-//! The mounts the sandbox makes on the host: the overlay root filesystem, and the checks that
-//! nothing it mounted is left behind.
+//! The mounts the sandbox makes on the host: the overlay root filesystem, the overlays and the
+//! tmpfs that the caller's mounts need, and the checks that nothing it mounted is left behind.
 
 use std::ffi::CString;
 use std::io;
@@ -92,6 +92,33 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// Mounts a tmpfs (`nosuid`, `nodev`; not `noexec`, as a file on it may be a script to run)
+/// with `options` (`mode=`, `size=`) on `target`.
+pub(crate) fn mount_tmpfs(target: &Path, options: &str) -> Result<(), Error> {
+    let mount_error = |source| Error::Mount {
+        fstype: "tmpfs",
+        target: target.to_path_buf(),
+        source,
+    };
+    let target_c = cstring(target).map_err(mount_error)?;
+    let data = CString::new(options)
+        .map_err(|_| mount_error(io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target_c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(mount_error(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {

@@ -34,6 +34,12 @@ const EMPTY_LOWER: &str = "empty";
 const ETC_DIR: &str = "etc";
 /// The bundle's config.
 const CONFIG_JSON: &str = "config.json";
+/// The overlays of [`Mount::Layers`]: `mounts/<n>/{merged,upper,work}`, `n` the mount's index.
+const MOUNTS_DIR: &str = "mounts";
+/// The tmpfs that holds the files of [`Mount::File`], one per mount, named by its index.
+const FILES_DIR: &str = "files";
+/// The size of that tmpfs: room for the files and the tmpfs's own bookkeeping.
+const FILES_TMPFS_SLACK: u64 = 1 << 20;
 
 /// How long a container that is being stopped gets before its runtime process is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -146,8 +152,22 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
                 m.target().display()
             )));
         }
-        if let Mount::Bind { source, .. } = m {
-            fs::symlink_metadata(source).map_err(|e| Error::io("open", source, e))?;
+        match m {
+            Mount::Bind { source, .. } => {
+                fs::symlink_metadata(source).map_err(|e| Error::io("open", source, e))?;
+            }
+            Mount::Layers { lower, .. } => {
+                if lower.is_empty() {
+                    return Err(invalid(format!(
+                        "layers mount at {} has no layer directories",
+                        m.target().display()
+                    )));
+                }
+                for dir in lower {
+                    require_dir("layer directory", dir)?;
+                }
+            }
+            Mount::Tmpfs { .. } | Mount::File { .. } => {}
         }
     }
     match &spec.rootfs {
@@ -271,6 +291,8 @@ struct Run<'a> {
     dir: PathBuf,
     overlay: Option<Overlay>,
     mounted: Option<PathBuf>,
+    /// What the sandbox mounted for the caller's mounts, in the order it was mounted.
+    extra_mounted: Vec<PathBuf>,
     stubs: Option<Stubs>,
     child: Option<Child>,
     cleaned: bool,
@@ -303,6 +325,7 @@ impl<'a> Run<'a> {
                     dir,
                     overlay: None,
                     mounted: None,
+                    extra_mounted: Vec::new(),
                     stubs: None,
                     child: None,
                     cleaned: false,
@@ -365,6 +388,7 @@ impl<'a> Run<'a> {
         )?;
         write_file(&hostname_file, etc::hostname_file(hostname).as_bytes())?;
 
+        let mounts = self.prepare_mounts(&spec.mounts)?;
         let config = spec::build(&SpecInput {
             rootfs: &rootfs,
             readonly_rootfs: spec.readonly_rootfs,
@@ -378,16 +402,21 @@ impl<'a> Run<'a> {
             resolv_conf: &resolv_conf,
             hosts: &hosts,
             hostname_file: &hostname_file,
-            mounts: &spec.mounts,
+            mounts: &mounts,
         })?;
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::io("serialize", CONFIG_JSON, e.into()))?;
         write_file(&self.dir.join(CONFIG_JSON), &json)?;
 
-        let destinations = spec::mount_destinations(&spec.mounts);
+        let destinations = spec::stub_destinations(&spec.mounts);
         self.stubs = Some(
-            Stubs::record(&rootfs, &destinations, self.overlay.as_ref())
-                .map_err(|e| Error::io("inspect", &rootfs, e))?,
+            Stubs::record(
+                &rootfs,
+                &destinations,
+                self.overlay.as_ref(),
+                spec.mount_stubs,
+            )
+            .map_err(|e| Error::io("inspect", &rootfs, e))?,
         );
 
         let state = self.dir.join(RUNTIME_STATE);
@@ -416,6 +445,102 @@ impl<'a> Run<'a> {
             }
         }
         Ok(ended.status)
+    }
+
+    /// Makes what the caller's mounts need on the host, and returns them as the runtime takes
+    /// them: a [`Mount::Layers`] becomes a bind of a path in an overlay mounted under
+    /// `mounts/<n>`, a [`Mount::File`] a read-only bind of a file on the run's own tmpfs.
+    fn prepare_mounts(&mut self, mounts: &[Mount]) -> Result<Vec<Mount>, Error> {
+        let mut out = Vec::with_capacity(mounts.len());
+        let mut files: Option<PathBuf> = None;
+        for (index, m) in mounts.iter().enumerate() {
+            match m {
+                Mount::Bind { .. } | Mount::Tmpfs { .. } => out.push(m.clone()),
+                Mount::Layers {
+                    lower,
+                    path,
+                    target,
+                    readonly,
+                } => {
+                    let base = self.dir.join(MOUNTS_DIR).join(index.to_string());
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&base)
+                        .map_err(|e| Error::io("create", &base, e))?;
+                    let merged = base.join("merged");
+                    let upper = base.join("upper");
+                    let work = base.join("work");
+                    for dir in [&merged, &upper, &work] {
+                        create_dir(dir, 0o755)?;
+                    }
+                    let overlay = Overlay {
+                        lower: lower
+                            .iter()
+                            .map(|l| canonical(l))
+                            .collect::<Result<_, _>>()?,
+                        upper,
+                        work,
+                    };
+                    overlay.mount(&merged)?;
+                    self.extra_mounted.push(merged.clone());
+                    let source = resolve_in_root(&merged, path)
+                        .map_err(|e| Error::io("resolve", path, e))?;
+                    fs::symlink_metadata(&source).map_err(|e| Error::io("open", path, e))?;
+                    out.push(Mount::Bind {
+                        source,
+                        target: target.clone(),
+                        readonly: *readonly,
+                    });
+                }
+                Mount::File {
+                    contents,
+                    target,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let dir = match &files {
+                        Some(dir) => dir.clone(),
+                        None => {
+                            let dir = self.dir.join(FILES_DIR);
+                            create_dir(&dir, 0o700)?;
+                            let size: u64 = mounts
+                                .iter()
+                                .map(|m| match m {
+                                    Mount::File { contents, .. } => {
+                                        contents.as_bytes().len() as u64 + 4096
+                                    }
+                                    _ => 0,
+                                })
+                                .sum::<u64>()
+                                + FILES_TMPFS_SLACK;
+                            mount::mount_tmpfs(&dir, &format!("mode=700,size={size}"))?;
+                            self.extra_mounted.push(dir.clone());
+                            files.insert(dir).clone()
+                        }
+                    };
+                    let file = dir.join(index.to_string());
+                    OpenOptions::new()
+                        .create_new(true)
+                        .write(true)
+                        .mode(0o600)
+                        .open(&file)
+                        .and_then(|mut f| io::Write::write_all(&mut f, contents.as_bytes()))
+                        .map_err(|e| Error::io("write", &file, e))?;
+                    std::os::unix::fs::lchown(&file, Some(*uid), Some(*gid))
+                        .map_err(|e| Error::io("chown", &file, e))?;
+                    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                        .map_err(|e| Error::io("chmod", &file, e))?;
+                    out.push(Mount::Bind {
+                        source: file,
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Undoes everything, in order, going on after a failed step; returns the first failure.
@@ -452,6 +577,11 @@ impl<'a> Run<'a> {
         }
         if let (true, Some(stubs), Some(overlay)) = (unmounted, &self.stubs, &self.overlay) {
             stubs.prune_copy_ups(overlay);
+        }
+        while let Some(target) = self.extra_mounted.pop() {
+            if let Err(err) = mount::unmount(&target) {
+                note(err);
+            }
         }
         if let Err(err) = remove_state_dir(&self.dir) {
             note(err);

@@ -193,25 +193,46 @@ fn default_mounts() -> Result<Vec<OciMount>, Error> {
     ])
 }
 
-/// The container paths of every mount the config will hold: the runtime creates a stub in the
-/// root filesystem for each one that is missing.
-pub(crate) fn mount_destinations(mounts: &[Mount]) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = [
-        "/proc",
-        "/dev",
-        "/dev/pts",
-        "/sys",
-        "/sys/fs/cgroup",
-        "/dev/mqueue",
-        "/dev/shm",
-        RESOLV_CONF,
-        HOSTS,
-        HOSTNAME,
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
-    out.extend(mounts.iter().map(|m| m.target().to_path_buf()));
+/// The filesystems the runtime mounts itself, whose stubs in the root filesystem are kept:
+/// every default mount lies on or under one of them.
+pub(crate) const RUNTIME_FILESYSTEMS: [&str; 3] = ["/proc", "/dev", "/sys"];
+
+/// Whether the container path `path` is on or under one of [`RUNTIME_FILESYSTEMS`]: a mount
+/// there is made inside the runtime's own filesystem (a tmpfs, procfs, sysfs), never in the root
+/// filesystem. Judged lexically, `..` applied.
+pub(crate) fn on_runtime_filesystem(path: &Path) -> bool {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.first().is_some_and(|first| {
+        RUNTIME_FILESYSTEMS
+            .iter()
+            .any(|fs| Path::new(fs).strip_prefix("/").ok() == Some(Path::new(first)))
+    })
+}
+
+/// The container paths whose stubs the sandbox may remove after a run: the generated `/etc`
+/// files and the caller's mounts, except those on the runtime's own filesystems. The stubs of
+/// the default mounts themselves (`/proc`, `/dev`, `/sys`) are never listed: they stay, as in
+/// `docker build`'s images.
+pub(crate) fn stub_destinations(mounts: &[Mount]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = [RESOLV_CONF, HOSTS, HOSTNAME]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    out.extend(
+        mounts
+            .iter()
+            .map(|m| m.target().to_path_buf())
+            .filter(|t| !on_runtime_filesystem(t)),
+    );
     out
 }
 
@@ -244,6 +265,12 @@ fn caller_mount(m: &Mount) -> Result<OciMount, Error> {
                 .source("tmpfs")
                 .options(options)
                 .build()?)
+        }
+        Mount::Layers { target, .. } | Mount::File { target, .. } => {
+            Err(Error::InvalidSpec(format!(
+                "mount {} must be made a bind mount before the config is built",
+                target.display()
+            )))
         }
     }
 }
@@ -501,8 +528,8 @@ mod tests {
             mounts[11]["options"],
             serde_json::json!(["nosuid", "nodev", "size=1048576", "mode=1777"])
         );
-        let dest_paths: Vec<PathBuf> = dests.iter().map(PathBuf::from).collect();
-        assert_eq!(mount_destinations(&extra), dest_paths);
+        let stubs: Vec<PathBuf> = dests[7..].iter().map(PathBuf::from).collect();
+        assert_eq!(stub_destinations(&extra), stubs);
         assert_eq!(
             strings(&v["linux"]["maskedPaths"]).len(),
             MASKED_PATHS.len()
@@ -516,5 +543,33 @@ mod tests {
             serde_json::json!([{"allow": false, "access": "rwm"}])
         );
         assert!(v["linux"].get("seccomp").is_none());
+    }
+
+    #[test]
+    fn stubs_on_the_runtime_filesystems_are_not_listed() {
+        assert!(on_runtime_filesystem(Path::new("/dev/pipes/EOF")));
+        assert!(on_runtime_filesystem(Path::new("/proc")));
+        assert!(on_runtime_filesystem(Path::new("/x/../sys/kernel")));
+        assert!(!on_runtime_filesystem(Path::new("/device")));
+        assert!(!on_runtime_filesystem(Path::new("/run/secrets/id")));
+        let mounts = [
+            Mount::Tmpfs {
+                target: "/dev/pipes".into(),
+                size: None,
+                mode: None,
+            },
+            Mount::Tmpfs {
+                target: "/scratch".into(),
+                size: None,
+                mode: None,
+            },
+        ];
+        assert_eq!(
+            stub_destinations(&mounts),
+            [RESOLV_CONF, HOSTS, HOSTNAME, "/scratch"]
+                .iter()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -6,8 +6,12 @@
 //! (and every missing parent), and afterwards removes those that are still empty; the times of
 //! the directory that held them are put back. On top of that, a directory that overlayfs copied
 //! up only because a stub was created in it is removed from the upper directory once the overlay
-//! is unmounted, when it is empty, not opaque and identical to its lower copy: the upper
-//! directory then holds only the command's own changes.
+//! is unmounted, when it is empty, not opaque and identical to its lower copy.
+//!
+//! Which destinations are noted is the caller's list ([`super::spec::stub_destinations`]):
+//! the stubs of `/proc`, `/dev` and `/sys` are never among them and stay, as they stay in
+//! `docker build`'s images. With [`MountStubs::KeepDirectories`] only empty file stubs are
+//! removed, as docker 20.10 does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsString};
@@ -18,6 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::MountStubs;
 use super::mount::Overlay;
 use super::path::{is_missing, resolve_in_root};
 
@@ -44,6 +49,8 @@ pub(crate) struct Stubs {
     /// For an overlay: every anchor and its parents, relative to the root, with whether the
     /// upper directory held it before the run.
     upper_before: BTreeMap<PathBuf, bool>,
+    /// Which stubs are removed.
+    policy: MountStubs,
 }
 
 fn depth(path: &Path) -> usize {
@@ -57,6 +64,7 @@ impl Stubs {
         rootfs: &Path,
         destinations: &[PathBuf],
         overlay: Option<&Overlay>,
+        policy: MountStubs,
     ) -> io::Result<Stubs> {
         let mut missing = BTreeSet::new();
         let mut anchors: BTreeMap<PathBuf, Anchor> = BTreeMap::new();
@@ -111,10 +119,12 @@ impl Stubs {
             missing,
             anchors: anchors.into_values().collect(),
             upper_before,
+            policy,
         })
     }
 
-    /// Removes the stubs that are still empty, deepest first, and puts back the times of the
+    /// Removes the stubs that are still empty (only the files with
+    /// [`MountStubs::KeepDirectories`]), deepest first, and puts back the times of the
     /// directories that held them. Run while the root filesystem is still mounted.
     pub(crate) fn remove(&self) {
         // The times the runtime left, to put back when the command changed the directory too.
@@ -132,6 +142,9 @@ impl Stubs {
                 continue;
             };
             let result = if meta.is_dir() {
+                if self.policy == MountStubs::KeepDirectories {
+                    continue;
+                }
                 match fs::read_dir(path).map(|mut entries| entries.next().is_none()) {
                     Ok(true) => fs::remove_dir(path),
                     _ => continue,
@@ -311,7 +324,7 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        let stubs = Stubs::record(&root, &dests, None).unwrap();
+        let stubs = Stubs::record(&root, &dests, None, MountStubs::Remove).unwrap();
 
         // What a runtime does: stubs for every missing destination.
         fs::create_dir_all(root.join("proc")).unwrap();
@@ -338,9 +351,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::create_dir_all(root.join("etc")).unwrap();
-        let stubs = Stubs::record(root, &[PathBuf::from("/etc/hostname")], None).unwrap();
+        let stubs = Stubs::record(
+            root,
+            &[PathBuf::from("/etc/hostname")],
+            None,
+            MountStubs::Remove,
+        )
+        .unwrap();
         fs::write(root.join("etc/hostname"), "written by the command\n").unwrap();
         stubs.remove();
         assert!(root.join("etc/hostname").exists());
+    }
+
+    #[test]
+    fn keep_directories_removes_only_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        let dests: Vec<PathBuf> = ["/etc/hosts", "/run/secrets/token", "/cache/app"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let stubs = Stubs::record(root, &dests, None, MountStubs::KeepDirectories).unwrap();
+        fs::write(root.join("etc/hosts"), "").unwrap();
+        fs::create_dir_all(root.join("run/secrets")).unwrap();
+        fs::write(root.join("run/secrets/token"), "").unwrap();
+        fs::create_dir_all(root.join("cache/app")).unwrap();
+        stubs.remove();
+        assert!(!root.join("etc/hosts").exists());
+        assert!(!root.join("run/secrets/token").exists());
+        assert!(root.join("run/secrets").is_dir());
+        assert!(root.join("cache/app").is_dir());
     }
 }

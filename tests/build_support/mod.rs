@@ -1,0 +1,180 @@
+//! Shared by the `berth build` tests: running berth, a busybox base image made by hand and
+//! loaded into a store, images removed from docker when a test ends, and the leftovers a build
+//! must not leave (active snapshots, mounts).
+//!
+//! The base image: a static busybox tree with its links and `/etc/passwd`, made into a layer
+//! by `berth layer create`, with a config and a manifest written here, packed as an OCI
+//! archive and given to `berth load`.
+//!
+//! A test binary that uses this module declares `mod registry_support;` too.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use berth_layerstore::Digest;
+use serde_json::{Value, json};
+
+use crate::registry_support::*;
+
+/// The busybox applets the base image links in `/bin`.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "rm", "ls", "test", "mkdir", "pwd", "id", "false", "true", "wget", "grep",
+    "sleep", "head", "wc", "tr", "seq", "cut",
+];
+
+/// Runs berth and returns (stdout, stderr), panicking with its stderr when it fails.
+pub fn berth(root: &Path, args: &[&str]) -> (String, String) {
+    let out = berth_out(root, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed with {}:\nstdout: {stdout}\nstderr: {stderr}",
+        out.status,
+    );
+    (stdout, stderr)
+}
+
+/// Runs berth, expecting it to fail; returns its stderr.
+pub fn berth_fails(root: &Path, args: &[&str]) -> String {
+    let out = berth_out(root, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "berth {args:?} succeeded:\nstdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+/// Removes images from the daemon when dropped, so a failing test leaves nothing behind.
+pub struct DockerImages(pub Vec<String>);
+
+impl Drop for DockerImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new(DOCKER)
+                .args(["rmi", "--force", image])
+                .output();
+        }
+    }
+}
+
+/// Loads a busybox base image named `name` into the store under `root`; `dir` holds the
+/// files it is made from.
+pub fn load_busybox_base(dir: &Path, root: &Path, name: &str) {
+    require_tool(BUSYBOX, "busybox-static");
+    let tree = dir.join("base");
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::create_dir_all(tree.join("tmp")).unwrap();
+    fs::copy(BUSYBOX, tree.join("bin/busybox")).unwrap();
+    for link in APPLETS {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(link)).unwrap();
+    }
+    fs::write(
+        tree.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(tree.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    fs::write(tree.join("etc/doomed"), "to be deleted\n").unwrap();
+    let layer_file = dir.join("base.tar.gz");
+    let (out, _) = berth(
+        &dir.join("unused-root"),
+        &[
+            "layer",
+            "create",
+            tree.to_str().unwrap(),
+            "-o",
+            layer_file.to_str().unwrap(),
+        ],
+    );
+    let layer: Value = serde_json::from_str(&out).unwrap();
+    let layer_bytes = fs::read(&layer_file).unwrap();
+    let config = json!({
+        "created": "2026-01-02T03:04:05Z",
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin", "BASE=from-base"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"]]},
+        "history": [{"created": "2026-01-02T03:04:05Z", "created_by": "cli_build base"}],
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let manifest_bytes = manifest_over(&config_bytes, &layer);
+    let root_descriptor = json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": Digest::sha256(&manifest_bytes).to_string(),
+        "size": manifest_bytes.len(),
+    });
+    let archive = dir.join("base-oci.tar");
+    pack_oci(
+        &archive,
+        &[&layer_bytes, &config_bytes, &manifest_bytes],
+        root_descriptor,
+        name,
+    );
+    berth(root, &["load", "-i", archive.to_str().unwrap()]);
+}
+
+/// Active snapshots left in the store under `root`.
+pub fn active_snapshots(root: &Path) -> Vec<String> {
+    match fs::read_dir(root.join("snapshots/active")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Lines of `/proc/self/mountinfo` that mention `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Writes the files of a build context under `dir`: `(path, contents)`, directories made as
+/// needed.
+pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
+    for (path, contents) in files {
+        let path = dir.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+}
+
+/// The names of the members of a tar stream.
+pub fn tar_members(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            e.path().unwrap().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+/// The contents of the member `name` of a tar stream.
+pub fn tar_member(bytes: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if path.trim_start_matches("./") == name {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            return Some(data);
+        }
+    }
+    None
+}

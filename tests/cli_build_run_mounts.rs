@@ -1,0 +1,255 @@
+//! `berth build` with `RUN --mount` and `--secret`: a secret reaches the step that mounts it
+//! and nothing else (no layer, no config, no history, no file left in the store); a required
+//! secret that was not given fails its step by name; a cache outlives the build that filled
+//! it, and a read-write bind of the context leaves the context as it was.
+//!
+//! Needs runc and busybox-static (root, as every RUN test); without them the tests fail and say
+//! to run `scripts/setup.sh`.
+
+mod build_support;
+mod registry_support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use build_support::*;
+use registry_support::*;
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A blob as stored, and decompressed when it is a gzip or zstd stream.
+fn blob_bytes(blob: &[u8]) -> Vec<u8> {
+    if blob.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else if blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::decode_all(blob).unwrap()
+    } else {
+        blob.to_vec()
+    }
+}
+
+/// The regular files of a layer, by path; `None` when `bytes` is not a tar stream.
+fn layer_files(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+    if bytes.len() < 1024 || &bytes[257..262] != b"ustar" {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).ok()?;
+        out.insert(path.trim_start_matches("./").to_owned(), data);
+    }
+    Some(out)
+}
+
+/// The layers of an OCI archive, decompressed, as their files.
+fn oci_layers(archive: &[u8]) -> Vec<BTreeMap<String, Vec<u8>>> {
+    tar_members(archive)
+        .iter()
+        .filter(|name| name.contains("blobs/"))
+        .filter_map(|name| layer_files(&blob_bytes(&tar_member(archive, name).unwrap())))
+        .collect()
+}
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && fs::read(&path).is_ok_and(|b| contains(&blob_bytes(&b), needle))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_never_reach_a_layer_the_history_or_the_store() {
+    require_tool("/usr/sbin/runc", "runc");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
+    load_busybox_base(work.path(), &root, &base);
+
+    let secret = format!("berth-secret-{}-do-not-leak", std::process::id());
+    let secret_file = work.path().join("token.txt");
+    fs::write(&secret_file, &secret).unwrap();
+    let context = work.path().join("context");
+    write_context(
+        &context,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base}\n\
+                 RUN --mount=type=secret,id=token cat /run/secrets/token > /dev/null && \
+                     test -s /run/secrets/token\n\
+                 RUN --mount=type=secret,id=token,target=/etc/app-token,mode=0440,uid=1000,env=TOKEN \
+                     test \"$TOKEN\" = \"$(cat /etc/app-token)\" && \
+                     busybox stat -c '%a %u' /etc/app-token > /mode.txt && \
+                     echo \"${{#TOKEN}}\" > /length.txt\n\
+                 RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n"
+            ),
+        )],
+    );
+    let oci = work.path().join("image.tar");
+    let (_, stderr) = berth(
+        &root,
+        &[
+            "build",
+            "-t",
+            "secret-test",
+            "--secret",
+            &format!("id=token,src={}", secret_file.display()),
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(!stderr.contains(&secret), "the progress shows the secret");
+
+    // Every blob of the image (layers decompressed, the config with its history, manifests).
+    let archive = fs::read(&oci).unwrap();
+    for name in tar_members(&archive) {
+        let bytes = blob_bytes(&tar_member(&archive, &name).unwrap());
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "the secret is in {name}"
+        );
+    }
+    let mut layers_seen = 0;
+    for files in oci_layers(&archive) {
+        if !files.contains_key("mode.txt") {
+            continue;
+        }
+        layers_seen += 1;
+        // The step's own files are there; the secret's target is not.
+        assert_eq!(files["mode.txt"], b"440 1000\n");
+        assert_eq!(
+            files["length.txt"],
+            format!("{}\n", secret.len()).into_bytes()
+        );
+        assert!(
+            !files.keys().any(|m| m.contains("app-token")),
+            "{:?}",
+            files.keys()
+        );
+    }
+    assert_eq!(layers_seen, 1, "the layer of the second RUN");
+    // Nor anywhere in the store: not in a blob, a snapshot, the sandbox's state or a cache.
+    assert_eq!(
+        files_holding(&root, secret.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert!(mounts_under(&root).is_empty(), "{:?}", mounts_under(&root));
+}
+
+#[test]
+fn a_missing_required_secret_fails_its_step_by_name() {
+    require_tool("/usr/sbin/runc", "runc");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
+    load_busybox_base(work.path(), &root, &base);
+    let context = work.path().join("context");
+    write_context(
+        &context,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base}\n\
+                 RUN true\n\
+                 RUN --mount=type=secret,id=api-key,required=true cat /run/secrets/api-key\n"
+            ),
+        )],
+    );
+    let stderr = berth_fails(&root, &["build", context.to_str().unwrap()]);
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(stderr.contains("secret api-key"), "{stderr}");
+    assert!(stderr.contains("--secret id=api-key"), "{stderr}");
+    assert!(active_snapshots(&root).is_empty());
+    assert!(mounts_under(&root).is_empty(), "{:?}", mounts_under(&root));
+}
+
+#[test]
+fn caches_outlive_their_build_and_context_binds_discard_writes() {
+    require_tool("/usr/sbin/runc", "runc");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
+    load_busybox_base(work.path(), &root, &base);
+    let context = work.path().join("context");
+    write_context(
+        &context,
+        &[
+            ("input.txt", "from the context\n"),
+            ("ignored.txt", "not in the context\n"),
+            (".dockerignore", "ignored.txt\n"),
+        ],
+    );
+    let build = |n: u32| {
+        fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM {base}\n\
+                 RUN --mount=type=cache,target=/cache,id=counter \
+                     echo build-{n} >> /cache/log && cat /cache/log > /log-{n}.txt\n\
+                 RUN --mount=type=bind,target=/ctx,rw \
+                     ls /ctx > /ctx-listing.txt && echo scribble > /ctx/input.txt\n"
+            ),
+        )
+        .unwrap();
+        let oci = work.path().join(format!("image-{n}.tar"));
+        berth(
+            &root,
+            &[
+                "build",
+                "--output",
+                &format!("type=oci,dest={}", oci.display()),
+                context.to_str().unwrap(),
+            ],
+        );
+        fs::read(&oci).unwrap()
+    };
+    build(1);
+    let second = build(2);
+    let layers = oci_layers(&second);
+    let file = |name: &str| layers.iter().find_map(|files| files.get(name).cloned());
+    let log = file("log-2.txt");
+    let listing = file("ctx-listing.txt");
+    assert_eq!(log.as_deref(), Some(&b"build-1\nbuild-2\n"[..]));
+    assert_eq!(
+        listing.as_deref(),
+        Some(&b"Dockerfile\ninput.txt\n"[..]),
+        ".dockerignore applies to the mount"
+    );
+    assert_eq!(
+        fs::read_to_string(context.join("input.txt")).unwrap(),
+        "from the context\n"
+    );
+    assert!(mounts_under(&root).is_empty(), "{:?}", mounts_under(&root));
+}
