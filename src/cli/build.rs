@@ -277,7 +277,6 @@ fn build_with(
     } = plan;
     let (source, name) = read_dockerfile(args)?;
     let tree = parser::parse(&source, &name).map_err(|e| anyhow!("{e}"))?;
-    let store = args.store.open()?;
     let mut transfers = Transfers {
         insecure,
         made: None,
@@ -293,6 +292,8 @@ fn build_with(
             .map_err(|e| anyhow!("{}", e.with_source(&source)))
     };
     let mut lowered = lower(&options)?;
+    // Only a Dockerfile that parses and lowers touches the store.
+    let store = args.store.open()?;
     let mut sources = pull::image_sources(&lowered);
     let missing = pull::missing(&store, &sources, args.pull)?;
     if !missing.is_empty() {

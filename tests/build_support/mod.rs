@@ -1,6 +1,8 @@
-//! Shared by the `berth build` tests: running berth, a busybox base image made by hand and
-//! loaded into a store, images removed from docker when a test ends, and the leftovers a build
-//! must not leave (active snapshots, mounts).
+//! Shared by the `berth build` tests: running berth (also kept off the network), a busybox
+//! base image made by hand and loaded into a store, images removed from docker when a test
+//! ends, the leftovers a build must not leave (active snapshots, mounts, temporary files of the
+//! snapshot store, the sandbox, `RUN --mount` and the image store) and the state of a store
+//! (its images, its damaged blobs).
 //!
 //! The base image: a static busybox tree with its links and `/etc/passwd`, made into a layer
 //! by `berth layer create`, with a config and a manifest written here, packed as an OCI
@@ -10,11 +12,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use berth_layerstore::Digest;
+use berth_layerstore::content::fs::FsStore;
 use serde_json::{Value, json};
 
 use crate::registry_support::*;
@@ -48,6 +52,30 @@ pub fn berth_fails(root: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     stderr
+}
+
+/// A proxy address that refuses connections: loopback, port 1.
+const REFUSING_PROXY: &str = "http://127.0.0.1:1";
+
+/// Runs berth as `berth_out` does, with every proxy variable set to a loopback port that
+/// refuses connections: a build that reaches for a registry (an image that exists nowhere, a
+/// `--from` taken for a Docker Hub image) fails at once and nothing leaves the machine.
+pub fn berth_offline(root: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args(args)
+        .env("BERTH_ROOT", root)
+        .env("BERTH_LOG", "warn");
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        command
+            .env(var, REFUSING_PROXY)
+            .env(var.to_lowercase(), REFUSING_PROXY);
+    }
+    command
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("run berth")
 }
 
 /// Removes images from the daemon when dropped, so a failing test leaves nothing behind.
@@ -138,6 +166,66 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .lines()
         .filter(|l| l.contains(&needle))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The places under a store's `root` where something that outlives a build, failed or not, is
+/// a leftover, each with the entries that are not: active snapshots and their locks, leases,
+/// the snapshot store's work in progress (extractions, removals), temporary copies of the
+/// build context for `RUN --mount=type=bind`, the sandbox's run state directories, the image
+/// store's staging areas and the content store's ingests in progress.
+const TRANSIENT_DIRS: &[(&str, &[&str])] = &[
+    ("snapshots/active", &[]),
+    ("snapshots/leases", &[]),
+    ("snapshots/tmp", &[]),
+    ("run-mounts/tmp", &[]),
+    ("sandbox", &[".lock"]),
+    ("images/staging", &[]),
+    ("content/ingest", &[]),
+];
+
+/// What a finished build left behind in the store under `root`: the entries of the places
+/// [`TRANSIENT_DIRS`] lists (as paths relative to `root`) and the mounts under `root` (lines
+/// of `/proc/self/mountinfo`, prefixed `mount: `). Empty when the store is clean.
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (dir, allowed) in TRANSIENT_DIRS {
+        let Ok(entries) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !allowed.contains(&name.as_str()) {
+                found.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    found.extend(mounts_under(root).iter().map(|m| format!("mount: {m}")));
+    found.sort();
+    found
+}
+
+/// The images of the store under `root`, as `berth images --format json` lists them:
+/// (name, image id, manifest digest).
+pub fn image_records(root: &Path) -> BTreeSet<(String, String, String)> {
+    let (out, _) = berth(root, &["images", "--format", "json"]);
+    out.lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let field = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+            (field("Name"), field("FullID"), field("Digest"))
+        })
+        .collect()
+}
+
+/// The blobs of the content store under `root` whose bytes no longer hash to their digest, or
+/// that cannot be read.
+pub fn damaged_blobs(root: &Path) -> Vec<String> {
+    let store = FsStore::open(root.join("content")).unwrap();
+    let (_, problems) = berth_layerstore::content::fsck(&store).unwrap();
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.digest, p.error))
         .collect()
 }
 

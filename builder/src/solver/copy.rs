@@ -6,7 +6,9 @@
 //!   (`*`, `?`, `[..]`) are Go's `filepath.Match` on the path below the last directory without
 //!   one, a matching directory is not searched further, and a match that is a symlink is
 //!   followed but keeps its own name. A wildcard that matches nothing copies nothing, as in
-//!   BuildKit; a plain source that is missing fails the step;
+//!   BuildKit, but the directory it searches must exist; a plain source that is missing fails
+//!   the step (saying so when a symlink on its way leads out of the tree: symlinks are
+//!   followed inside it, never out);
 //! - the destination is resolved in the step's root as in a chroot. The directories COPY makes
 //!   for it (`mkdir -p` of its parent, or of itself when it is named as a directory: a trailing
 //!   `/`, or several sources) are `0755` and owned by the `--chown` owner;
@@ -44,6 +46,7 @@ use std::path::{Component, Path, PathBuf};
 use filetime::FileTime;
 
 use super::add::{self, Compression};
+use super::root::StepRoot;
 use super::{State, target_platform};
 use crate::context::pattern::contains_wildcards;
 use crate::context::{
@@ -148,6 +151,16 @@ impl Tree {
         self.files.host_path(entry)
     }
 
+    /// The tree in an error message.
+    fn what(&self) -> &'static str {
+        // Only the build context has its owners reset.
+        if self.reset_owner {
+            "the build context"
+        } else {
+            "the source's root"
+        }
+    }
+
     fn owner(&self, entry: &Entry) -> (u32, u32) {
         if self.reset_owner {
             (0, 0)
@@ -185,7 +198,7 @@ pub(super) fn resolve_source(
         let entry = tree
             .files
             .resolve(source, FinalSymlink::Follow)
-            .map_err(|e| cache_key_error(source, e))?;
+            .map_err(|e| source_error(tree, source, &cleaned, e))?;
         let name = Path::new(&cleaned)
             .file_name()
             .map_or_else(|| entry_name(&entry), OsStr::to_os_string);
@@ -199,12 +212,22 @@ pub(super) fn resolve_source(
     let rest = parts[first_glob..].join("/");
     let pattern = PathPattern::new(&rest, Syntax::Go)
         .map_err(|e| format!("invalid source pattern {source:?}: {e}"))?;
+    // As BuildKit: a wildcard may match nothing, but the directory it searches must exist.
     let base = match tree.files.resolve(
         if prefix.is_empty() { "." } else { &prefix },
         FinalSymlink::Follow,
     ) {
         Ok(base) if base.is_dir() => base,
-        Ok(_) | Err(ContextError::NotFound { .. }) => return Ok(Vec::new()),
+        Ok(_) => return Ok(Vec::new()),
+        Err(ContextError::NotFound { .. }) => {
+            let why = dangling_symlink(tree, &prefix)
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "failed to compute cache key: {source:?}: the wildcard's directory {prefix:?} \
+                 not found{why}"
+            ));
+        }
         Err(e) => return Err(cache_key_error(source, e)),
     };
     let base_prefix = match base.path.to_string_lossy() {
@@ -288,6 +311,44 @@ fn entry_name(entry: &Entry) -> OsString {
         .path
         .file_name()
         .map_or_else(|| OsString::from("."), OsStr::to_os_string)
+}
+
+/// The error of a source that cannot be resolved (`cleaned` is its clean path). A source that
+/// is missing because a symlink on its way leads to nothing in `tree` says so: symlinks are
+/// followed inside the tree, never out of it.
+fn source_error(tree: &Tree, source: &str, cleaned: &str, e: ContextError) -> String {
+    match (&e, dangling_symlink(tree, cleaned)) {
+        (ContextError::NotFound { .. }, Some(why)) => {
+            format!("failed to compute cache key: {source:?} not found: {why}")
+        }
+        _ => cache_key_error(source, e),
+    }
+}
+
+/// Why `cleaned` is missing from `tree` when a symlink on its way leads to nothing there.
+fn dangling_symlink(tree: &Tree, cleaned: &str) -> Option<String> {
+    let parts: Vec<&str> = cleaned
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    for n in 1..=parts.len() {
+        let prefix = parts[..n].join("/");
+        let entry = tree.files.resolve(&prefix, FinalSymlink::Keep).ok()?;
+        let Some(target) = entry.link_target.as_ref() else {
+            continue;
+        };
+        if let Err(ContextError::NotFound { .. }) =
+            tree.files.resolve(&prefix, FinalSymlink::Follow)
+        {
+            return Some(format!(
+                "{prefix} is a symlink to {target:?}, which leads to nothing in {} (symlinks \
+                 are never followed out of it)",
+                tree.what()
+            ));
+        }
+    }
+    None
 }
 
 fn cache_key_error(source: &str, e: ContextError) -> String {
@@ -982,34 +1043,26 @@ impl super::Solver<'_> {
                     .diff_ids,
             ),
         };
-        let active = self
-            .snapshots
-            .prepare_copy("copy", state.config.diff_ids())
-            .map_err(|e| e.to_string())?;
-        let Some(root) = active.copy_dir().map(Path::to_path_buf) else {
-            return Err("a copy snapshot without a directory".into());
-        };
-        let scratch_root = active.dir().to_path_buf();
+        let step_root = StepRoot::prepare(&self.snapshots, "copy", state.config.diff_ids())?;
+        let root = step_root.path().to_path_buf();
+        let scratch_root = step_root.scratch().to_path_buf();
+        // The source stage or image is read through a root of its own, whose writes (there
+        // are none) are never committed.
         let source = match &from {
-            Some(diff_ids) => Some(
-                self.snapshots
-                    .prepare_copy("copy-from", diff_ids)
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(diff_ids) => Some(StepRoot::prepare(&self.snapshots, "copy-from", diff_ids)?),
             None => None,
         };
         let exclude = exclude_patterns(&copy.exclude)?;
         let mut gathered = Gathered::default();
-        let tree = match source.as_ref().and_then(|s| s.copy_dir()) {
-            Some(dir) => Tree::dir(dir)?,
-            None if from.is_some() => return Err("a copy snapshot without a directory".into()),
+        let tree = match &source {
+            Some(source) => Tree::dir(source.path())?,
             None => Tree::context(self.context),
         };
         let tree = gathered.tree(tree);
         for src in &copy.sources {
             // A stage's root is a chroot: `..` stops at its root, as in BuildKit.
             let src = if from.is_some() {
-                format!("/{src}")
+                format!("/{}", src.trim_start_matches('/'))
             } else {
                 src.clone()
             };
@@ -1034,9 +1087,9 @@ impl super::Solver<'_> {
         job.run(&gathered.trees, &gathered.items)?;
         drop(gathered);
         if let Some(source) = source {
-            source.abort().map_err(|e| e.to_string())?;
+            source.abort()?;
         }
-        self.commit(active, state)
+        self.commit(step_root.finish()?, state)
     }
 
     /// `ADD`: local files (archives unpacked), http(s) URLs (downloaded, checked against
@@ -1057,14 +1110,9 @@ impl super::Solver<'_> {
                 ));
             }
         }
-        let active = self
-            .snapshots
-            .prepare_copy("add", state.config.diff_ids())
-            .map_err(|e| e.to_string())?;
-        let Some(root) = active.copy_dir().map(Path::to_path_buf) else {
-            return Err("a copy snapshot without a directory".into());
-        };
-        let scratch_root = active.dir().to_path_buf();
+        let step_root = StepRoot::prepare(&self.snapshots, "add", state.config.diff_ids())?;
+        let root = step_root.path().to_path_buf();
+        let scratch_root = step_root.scratch().to_path_buf();
         let exclude = exclude_patterns(&add.exclude)?;
         let mut gathered = Gathered::default();
         let context = gathered.tree(Tree::context(self.context));
@@ -1118,7 +1166,7 @@ impl super::Solver<'_> {
         };
         job.run(&gathered.trees, &gathered.items)?;
         drop(gathered);
-        self.commit(active, state)
+        self.commit(step_root.finish()?, state)
     }
 }
 

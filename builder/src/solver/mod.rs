@@ -28,6 +28,7 @@
 mod add;
 mod copy;
 mod history;
+mod root;
 mod run;
 
 pub use run::{MAX_SECRET_SIZE, SecretSource, parse_secret, parse_secrets};
@@ -45,7 +46,7 @@ use berth_layerstore::image::{
     CanonicalBlob, ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, new_descriptor,
 };
 use berth_layerstore::layer::LayerOptions;
-use berth_layerstore::snapshot::{Active, Lease, Rootfs, SnapshotStore};
+use berth_layerstore::snapshot::{Active, Lease, SnapshotStore};
 use berth_runner::sandbox::Sandbox;
 
 use crate::context::Context;
@@ -377,7 +378,12 @@ impl<'a> Solver<'a> {
         let state = self.solve_stage(lowered, lowered.target)?;
         let vertex = self.start("exporting to image");
         let t = Instant::now();
-        let built = self.write_image(&state)?;
+        let built = self.write_image(&state).inspect_err(|e| {
+            (self.progress)(Progress::Error {
+                vertex,
+                message: &e.to_string(),
+            });
+        })?;
         self.done(vertex, t);
         Ok(built)
     }
@@ -414,9 +420,16 @@ impl<'a> Solver<'a> {
             BaseRef::Image(image) => {
                 let vertex = self.start(&format!("[{name} 1/{total}] {from_line}"));
                 let t = Instant::now();
-                let state = self
-                    .base_image(image, &target_platform(lowered))
-                    .map_err(|e| self.step_error(&stage.span, e))?;
+                let state = match self.base_image(image, &target_platform(lowered)) {
+                    Ok(state) => state,
+                    Err(message) => {
+                        (self.progress)(Progress::Error {
+                            vertex,
+                            message: &message,
+                        });
+                        return Err(self.step_error(&stage.span, message));
+                    }
+                };
                 self.done(vertex, t);
                 state
             }
@@ -428,9 +441,11 @@ impl<'a> Solver<'a> {
                 i + 2,
                 self.line_text(command.span())
             );
+            // The step's own vertex: a stage it builds first (`COPY --from`) adds others.
+            let vertex = self.vertex + 1;
             if let Err(message) = self.step(lowered, command, &label, &mut state) {
                 (self.progress)(Progress::Error {
-                    vertex: self.vertex,
+                    vertex,
                     message: &message,
                 });
                 return Err(self.step_error(command.span(), message));
@@ -643,13 +658,9 @@ impl<'a> Solver<'a> {
     /// Creates `dir` and its missing parents, owned by the stage's `USER`, in a new layer
     /// (empty when the directory exists).
     fn workdir(&mut self, state: &mut State, dir: &str) -> Result<(), String> {
-        let active = self
-            .snapshots
-            .prepare_copy("workdir", state.config.diff_ids())
-            .map_err(|e| e.to_string())?;
-        let Rootfs::Copy { dir: root } = active.rootfs().clone() else {
-            return Err("a copy snapshot without a directory".into());
-        };
+        let step_root =
+            root::StepRoot::prepare(&self.snapshots, "workdir", state.config.diff_ids())?;
+        let root = step_root.path().to_path_buf();
         let user = state
             .config
             .config
@@ -659,7 +670,7 @@ impl<'a> Solver<'a> {
         let (uid, gid) = workdir::owner(&root, user);
         workdir::mkdir_all(&root, Path::new(dir), uid, gid)
             .map_err(|e| format!("mkdir {dir}: {e}"))?;
-        self.commit(active, state)
+        self.commit(step_root.finish()?, state)
     }
 
     fn commit(&mut self, active: Active, state: &mut State) -> Result<(), String> {

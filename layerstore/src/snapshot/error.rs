@@ -25,7 +25,8 @@ pub enum SnapshotError {
         source: io::Error,
     },
     /// A layer could not be extracted (a corrupt stream, an entry escaping its root, a limit).
-    #[error("extracting snapshot {diff_id} into {path}: {source}", path = .path.display())]
+    // The directory is not shown: it is a temporary one, removed by the time this is read.
+    #[error("extracting the layer of snapshot {diff_id}: {source}")]
     Extract {
         /// The layer's expected diff_id.
         diff_id: Digest,

@@ -98,7 +98,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use error::Error;
-pub use mount::mounts_under;
+pub use mount::{OverlayMount, mounts_under};
 pub use spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, NOFILE_LIMIT, READONLY_PATHS};
 pub use user::{GROUP_PATH, PASSWD_PATH, User, resolve_user};
 

@@ -234,3 +234,62 @@ mod tests {
         assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
     }
 }
+
+/// An overlay mounted on the host for as long as the value lives, for file operations that
+/// need the merged view of a stack of layers without running a process: a build's `COPY`
+/// writes through it, so that the upper directory is the step's diff and nothing is copied
+/// first. Features that would make the upper directory more than a plain diff are off, as for
+/// the sandbox's own root filesystem. Dropping it unmounts (detaching lazily if busy).
+#[derive(Debug)]
+pub struct OverlayMount {
+    target: PathBuf,
+    mounted: bool,
+}
+
+impl OverlayMount {
+    /// Mounts `lower` (top first; at least one) with `upper` and `work` (same filesystem) on
+    /// the existing directory `target`.
+    pub fn mount(
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<OverlayMount, Error> {
+        if lower.is_empty() {
+            return Err(Error::InvalidSpec(
+                "an overlay needs at least one lower directory".into(),
+            ));
+        }
+        let overlay = Overlay {
+            lower: lower.to_vec(),
+            upper: upper.to_path_buf(),
+            work: work.to_path_buf(),
+        };
+        overlay.mount(target)?;
+        Ok(OverlayMount {
+            target: target.to_path_buf(),
+            mounted: true,
+        })
+    }
+
+    /// The merged view.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting what dropping can only log.
+    pub fn unmount(mut self) -> Result<(), Error> {
+        self.mounted = false;
+        unmount(&self.target)
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(err) = unmount(&self.target) {
+                tracing::warn!(target = %self.target.display(), %err, "cannot unmount overlay");
+            }
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! committed under its normalized name, which is the name the solver looks it up by: from an
 //! index, the manifest of the stage's platform (`FROM --platform`, else the build's target
 //! platform). Registries on loopback addresses are reached over plain HTTP. An image that
-//! cannot be pulled fails the build with the Dockerfile line that names it.
+//! cannot be pulled fails the build with the Dockerfile line that names it; a `--from` that
+//! could have been a stage's name adds that no stage has it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,34 +31,60 @@ pub struct ImageSource {
     pub span: Span,
     /// The platform to pull for.
     pub platform: Platform,
+    /// What an error about it adds: a `--from` naming no stage of the Dockerfile may be a
+    /// misspelt stage rather than an image.
+    pub hint: Option<String>,
 }
 
 /// The images the stages the target needs read, each once, in Dockerfile order.
 pub fn image_sources(lowered: &Lowered) -> Vec<ImageSource> {
     let mut sources: Vec<ImageSource> = Vec::new();
-    let mut add = |name: &str, span: &Span, platform: &Platform| {
+    let mut add = |name: &str, span: &Span, platform: &Platform, hint: Option<String>| {
         if !sources.iter().any(|s| s.name == name) {
             sources.push(ImageSource {
                 name: name.to_owned(),
                 span: span.clone(),
                 platform: platform.clone(),
+                hint,
             });
         }
     };
+    let stages: Vec<&str> = lowered
+        .stages
+        .iter()
+        .filter_map(|s| s.name.as_deref())
+        .collect();
     for stage in lowered.stages.iter().filter(|s| s.reachable) {
         let platform = stage.platform.as_ref().unwrap_or(&lowered.target_platform);
         if let BaseRef::Image(name) = &stage.base {
-            add(name, &stage.span, platform);
+            add(name, &stage.span, platform, None);
         }
         for command in stage.steps() {
             for from in command.sources() {
                 if let FromRef::Image(name) = from {
-                    add(name, command.span(), &lowered.target_platform);
+                    let hint = not_a_stage(name, &stages);
+                    add(name, command.span(), &lowered.target_platform, hint);
                 }
             }
         }
     }
     sources
+}
+
+/// For a `--from` value that could name a stage (a bare name, no registry, tag or digest),
+/// the hint that no stage has that name, so that it was taken as an image.
+fn not_a_stage(name: &str, stages: &[&str]) -> Option<String> {
+    if name.contains(['/', ':', '@']) {
+        return None;
+    }
+    let known = if stages.is_empty() {
+        "the Dockerfile names no stages".to_owned()
+    } else {
+        format!("the stages are {}", stages.join(", "))
+    };
+    Some(format!(
+        "no stage is named {name:?} ({known}), so --from={name} was taken as an image"
+    ))
 }
 
 /// The layers of the image the target stage is built on (following `FROM <stage>` back to an
@@ -158,7 +185,12 @@ pub fn pull_all(
             Err(e) => {
                 let message = format!("failed to resolve source metadata for {name}: {e:#}");
                 display.error(vertex, &message);
-                return Err(anyhow!("{}: {message}", location(source, dockerfile)));
+                let hint = source
+                    .hint
+                    .as_ref()
+                    .map(|h| format!("\n  = hint: {h}"))
+                    .unwrap_or_default();
+                return Err(anyhow!("{}: {message}{hint}", location(source, dockerfile)));
             }
         }
     }
