@@ -207,6 +207,7 @@ impl Ingester for FsStore {
             ingest: IngestFile { path, armed: true },
             hasher: algorithm.hasher(),
             written: 0,
+            writeback_from: 0,
             layout: Arc::clone(&self.inner),
         }))
     }
@@ -356,6 +357,19 @@ impl Manager for FsStore {
     }
 }
 
+/// Starts the writeback of bytes `from..to` of `file` without waiting for it. A hint: failures
+/// are ignored, the fsync at commit is what makes the bytes durable.
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for as long as `file` lives; the call only reads it.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// An ingest into an [`FsStore`]: a file `<root>/ingest/<uuid>` plus a running hash.
 ///
 /// Bytes are hashed as they are accepted and buffered into the file. `commit` verifies, fsyncs
@@ -368,8 +382,15 @@ pub struct FsWriter {
     ingest: IngestFile,
     hasher: Hasher,
     written: u64,
+    /// Where the bytes not yet handed to the kernel's writeback start.
+    writeback_from: u64,
     layout: Arc<Layout>,
 }
+
+/// Every this many bytes, the writer asks the kernel to start writing back what the file has
+/// so far (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that the disk
+/// works while the producer does and the fsync at commit finds little left to write.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Write for FsWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -377,6 +398,11 @@ impl Write for FsWriter {
         // Only what the file accepted is part of the content.
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        let on_file = self.written - self.file.buffer().len() as u64;
+        if on_file - self.writeback_from >= WRITEBACK_STEP {
+            start_writeback(self.file.get_ref(), self.writeback_from, on_file);
+            self.writeback_from = on_file;
+        }
         Ok(n)
     }
 
@@ -401,6 +427,7 @@ impl ContentWriter for FsWriter {
             hasher,
             written,
             layout,
+            ..
         } = *self;
         // On every early return below, `ingest` is dropped and removes the temporary file.
         let file = file

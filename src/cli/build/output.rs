@@ -481,7 +481,9 @@ fn write_to(
                 write(&mut out)?;
                 out.flush()?;
             }
-            tmp.as_file().sync_all()?;
+            // Not fsynced, as `docker save` and buildx's exporters do not: the output is a file
+            // for the next command, and the rename keeps a failed export from leaving a partial
+            // one.
             tmp.persist(path)
                 .map_err(|e| e.error)
                 .with_context(|| format!("writing {}", path.display()))?;
