@@ -561,8 +561,27 @@ pub(super) struct Job<'r> {
 /// Hard links already made by one source: (device, inode) to the first copy.
 type Links = HashMap<(u64, u64), PathBuf>;
 
-/// Directories whose mtime is set once everything below them is in place.
-type Deferred = Vec<(PathBuf, Timestamp)>;
+/// What is finished once every entry of a match has its place: the content (then owner,
+/// mode, extended attributes and times) of the regular files, copied on several threads, and
+/// then the mtimes of the directories, deepest first, once everything below them is in place.
+#[derive(Default)]
+struct Deferred {
+    dirs: Vec<(PathBuf, Timestamp)>,
+    files: Vec<PendingFile>,
+}
+
+/// A regular file created empty at `target`, whose content and metadata come from `src`.
+struct PendingFile {
+    src: PathBuf,
+    target: PathBuf,
+    owner: (u32, u32),
+    mode: u32,
+    mtime: Timestamp,
+}
+
+/// At most this many threads copy the files of one match; the copies are mostly kernel work
+/// (`copy_file_range`) and the disk is shared, so more would only contend.
+const MAX_COPY_THREADS: usize = 4;
 
 impl Job<'_> {
     /// Puts every item in place, in order.
@@ -614,7 +633,7 @@ impl Job<'_> {
             resolve_in_root(self.root, &self.dest).map_err(|e| self.io_error(&self.dest, e))?;
         let dest_md = fs::metadata(&dest_host).ok();
         let mut links = Links::new();
-        let mut dirs = Deferred::new();
+        let mut dirs = Deferred::default();
         if matched.entry.is_dir() {
             match dest_md {
                 None => mkdir_all(self.root, &self.dest, self.made_owner())
@@ -705,7 +724,7 @@ impl Job<'_> {
             .resolve(&split.base, FinalSymlink::Follow)
             .map_err(|e| cache_key_error(source, e))?;
         let mut links = Links::new();
-        let mut dirs = Deferred::new();
+        let mut dirs = Deferred::default();
         let mut found = false;
         if !base.is_dir() {
             // A pivot that is a file: the file itself, by its name.
@@ -835,11 +854,22 @@ impl Job<'_> {
                         fs::hard_link(first, target).map_err(err)?;
                     }
                     _ => {
-                        fs::copy(&src, target).map_err(err)?;
-                        start_writeback(target);
+                        // The content is copied in `finish`, with the other files', and the
+                        // metadata after it (a write would clear setuid bits and file
+                        // capabilities set before it). The file exists from now on, so that
+                        // later hardlinks to it can be made.
+                        fs::File::create(target).map_err(err)?;
                         if entry.nlink > 1 {
                             links.insert(key, target.to_path_buf());
                         }
+                        dirs.files.push(PendingFile {
+                            src,
+                            target: target.to_path_buf(),
+                            owner: self.owner.unwrap_or_else(|| tree.owner(entry)),
+                            mode: self.file_mode(entry),
+                            mtime: entry.mtime,
+                        });
+                        return Ok(());
                     }
                 }
             }
@@ -854,19 +884,75 @@ impl Job<'_> {
         let (uid, gid) = self.owner.unwrap_or_else(|| tree.owner(entry));
         lchown(target, Some(uid), Some(gid)).map_err(err)?;
         if entry.kind != FileKind::Symlink {
-            let mode = self
-                .mode
-                .as_ref()
-                .map_or(entry.mode, |m| m.apply(entry.mode, entry.is_dir()));
+            let mode = self.file_mode(entry);
             fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(err)?;
             copy_xattrs(&src, target);
         }
         if entry.is_dir() {
-            dirs.push((target.to_path_buf(), entry.mtime));
+            dirs.dirs.push((target.to_path_buf(), entry.mtime));
         } else {
             set_times(target, entry.mtime).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// The mode `entry` gets: its own, or `--chmod`'s.
+    fn file_mode(&self, entry: &Entry) -> u32 {
+        self.mode
+            .as_ref()
+            .map_or(entry.mode, |m| m.apply(entry.mode, entry.is_dir()))
+    }
+
+    /// Copies a pending file's content, then sets its owner, mode, extended attributes and
+    /// times, in the order `place` sets them for other entries.
+    fn complete(&self, file: &PendingFile) -> Result<(), String> {
+        let err = |e: io::Error| self.io_error(&file.target, e);
+        fs::copy(&file.src, &file.target).map_err(err)?;
+        start_writeback(&file.target);
+        lchown(&file.target, Some(file.owner.0), Some(file.owner.1)).map_err(err)?;
+        fs::set_permissions(&file.target, fs::Permissions::from_mode(file.mode)).map_err(err)?;
+        copy_xattrs(&file.src, &file.target);
+        set_times(&file.target, file.mtime).map_err(err)
+    }
+
+    /// Completes the pending files on up to [`MAX_COPY_THREADS`] threads; the first error
+    /// stops the others from taking more.
+    fn complete_all(&self, files: &[PendingFile]) -> Result<(), String> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_COPY_THREADS)
+            .min(files.len());
+        if threads <= 1 {
+            return files.iter().try_for_each(|f| self.complete(f));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(None::<String>);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        if failed.lock().map_or(true, |f| f.is_some()) {
+                            return;
+                        }
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return;
+                        };
+                        if let Err(e) = self.complete(file) {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        match failed.into_inner() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => Err("a copy thread panicked".into()),
+        }
     }
 
     fn shown(&self, host: &Path) -> PathBuf {
@@ -874,9 +960,11 @@ impl Job<'_> {
             .map_or_else(|_| host.to_path_buf(), |p| Path::new("/").join(p))
     }
 
-    /// Sets the mtimes of the directories copied, deepest first.
-    fn finish(&self, dirs: Deferred) -> Result<(), String> {
-        for (dir, mtime) in dirs.into_iter().rev() {
+    /// Copies the files' content, then sets the mtimes of the directories copied, deepest
+    /// first.
+    fn finish(&self, deferred: Deferred) -> Result<(), String> {
+        self.complete_all(&deferred.files)?;
+        for (dir, mtime) in deferred.dirs.into_iter().rev() {
             set_times(&dir, mtime).map_err(|e| self.io_error(&dir, e))?;
         }
         Ok(())

@@ -157,33 +157,133 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 /// A reader that hashes and counts the bytes read through it.
+///
+/// Once more than [`BACKGROUND_HASH_AFTER`] bytes have gone through, the hashing moves to a
+/// thread of its own, fed in [`HASH_CHUNK`] pieces over a short channel: copying a big blob
+/// out of the store (into an archive or a layout) then costs about the larger of reading and
+/// writing or hashing, not their sum. Small blobs (configs, manifests) are hashed inline.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Hasher,
+    state: HashState,
+    pending: Vec<u8>,
     count: u64,
+}
+
+/// Bytes hashed inline before the hashing moves to its own thread.
+const BACKGROUND_HASH_AFTER: u64 = 1 << 20;
+/// The pieces the background hasher gets.
+const HASH_CHUNK: usize = 1 << 20;
+/// Pieces in flight at most (bounded memory).
+const HASH_QUEUE: usize = 4;
+
+enum HashState {
+    Inline(Hasher),
+    Background {
+        pieces: std::sync::mpsc::SyncSender<Vec<u8>>,
+        worker: std::thread::JoinHandle<Hasher>,
+    },
+    /// Only while switching from one to the other.
+    Switching,
 }
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R, hasher: Hasher) -> Self {
         HashingReader {
             inner,
-            hasher,
+            state: HashState::Inline(hasher),
+            pending: Vec::new(),
             count: 0,
         }
     }
 
     /// The digest and length of what was read.
-    pub(crate) fn finish(self) -> (Digest, u64) {
-        (self.hasher.finish(), self.count)
+    pub(crate) fn finish(mut self) -> (Digest, u64) {
+        let hasher = match std::mem::replace(&mut self.state, HashState::Switching) {
+            HashState::Inline(hasher) => hasher,
+            HashState::Background { pieces, worker } => {
+                if !self.pending.is_empty() {
+                    // A send fails only if the worker is gone, which `join` reports.
+                    let _ = pieces.send(std::mem::take(&mut self.pending));
+                }
+                drop(pieces);
+                worker.join().expect("the hashing thread does not panic")
+            }
+            HashState::Switching => unreachable!("a HashingReader is never left switching"),
+        };
+        (hasher.finish(), self.count)
+    }
+
+    fn hash(&mut self, data: &[u8]) {
+        match &mut self.state {
+            HashState::Inline(hasher) => {
+                hasher.update(data);
+                if self.count > BACKGROUND_HASH_AFTER {
+                    let HashState::Inline(mut hasher) =
+                        std::mem::replace(&mut self.state, HashState::Switching)
+                    else {
+                        unreachable!()
+                    };
+                    let (pieces, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+                    let worker = std::thread::Builder::new()
+                        .name("berth-hash".into())
+                        .spawn(move || {
+                            for piece in queue {
+                                hasher.update(&piece);
+                            }
+                            hasher
+                        })
+                        .expect("spawning the hashing thread");
+                    self.state = HashState::Background { pieces, worker };
+                    self.pending = Vec::with_capacity(HASH_CHUNK);
+                }
+            }
+            HashState::Background { pieces, .. } => {
+                self.pending.extend_from_slice(data);
+                if self.pending.len() >= HASH_CHUNK {
+                    let piece =
+                        std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_CHUNK));
+                    // A send fails only if the worker is gone, which `finish` reports.
+                    let _ = pieces.send(piece);
+                }
+            }
+            HashState::Switching => unreachable!("a HashingReader is never left switching"),
+        }
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        self.hash(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod hashing_tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    /// Inline and background hashing give the digest of everything read, whatever the size
+    /// of the reads.
+    #[test]
+    fn hashes_small_and_big_inputs_alike() {
+        for len in [0usize, 1, 1 << 20, (1 << 20) + 1, 5 * (1 << 20) + 12345] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            for read_size in [7usize, 8192, 3 << 20] {
+                let mut reader = HashingReader::new(&data[..], Algorithm::Sha256.hasher());
+                let mut buf = vec![0; read_size];
+                while reader.read(&mut buf).unwrap() > 0 {}
+                let (digest, count) = reader.finish();
+                assert_eq!(count, len as u64);
+                assert_eq!(
+                    digest,
+                    Digest::sha256(&data),
+                    "len {len}, reads of {read_size}"
+                );
+            }
+        }
     }
 }
 
