@@ -172,7 +172,7 @@ pub fn create_in_store(
     store: &dyn Ingester,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
-    let writer = store.writer(Algorithm::Sha256)?;
+    let writer = store.writer_caller_hashed(Algorithm::Sha256)?;
     // On error the writer is dropped inside `create_from_dir`, which aborts the ingest.
     let (info, writer) = create_from_dir(dir, writer, opts)?;
     writer.commit(Some(info.size), Some(&info.digest))?;

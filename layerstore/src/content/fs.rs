@@ -193,6 +193,17 @@ impl Provider for FsStore {
 impl Ingester for FsStore {
     /// Opens `<root>/ingest/<uuid>`, a new file that only this writer uses.
     fn writer(&self, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+        self.new_writer(algorithm, true)
+    }
+
+    fn writer_caller_hashed(&self, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+        self.new_writer(algorithm, false)
+    }
+}
+
+impl FsStore {
+    /// A writer into a new ingest file, hashing what it is given unless the caller does.
+    fn new_writer(&self, algorithm: Algorithm, hash: bool) -> Result<Box<dyn ContentWriter>> {
         let path = self
             .inner
             .ingest
@@ -205,7 +216,8 @@ impl Ingester for FsStore {
         Ok(Box::new(FsWriter {
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             ingest: IngestFile { path, armed: true },
-            hasher: algorithm.hasher(),
+            hasher: hash.then(|| algorithm.hasher()),
+            algorithm,
             written: 0,
             writeback_from: 0,
             layout: Arc::clone(&self.inner),
@@ -357,6 +369,44 @@ impl Manager for FsStore {
     }
 }
 
+/// The info of a caller-hashed ingest: the caller's digest (required, of the writer's
+/// algorithm) and the bytes written, checked against the expected size.
+fn caller_hashed(
+    algorithm: Algorithm,
+    written: u64,
+    expected_size: Option<u64>,
+    expected: Option<&Digest>,
+) -> Result<Info> {
+    let Some(expected) = expected else {
+        return Err(ContentError::io(
+            "<ingest>",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an ingest the caller hashes is committed with its digest",
+            ),
+        ));
+    };
+    if expected.algorithm() != algorithm {
+        return Err(ContentError::AlgorithmMismatch {
+            algorithm,
+            expected: expected.clone(),
+        });
+    }
+    if let Some(expected_size) = expected_size {
+        if expected_size != written {
+            return Err(ContentError::SizeMismatch {
+                digest: expected.clone(),
+                expected: expected_size,
+                actual: written,
+            });
+        }
+    }
+    Ok(Info {
+        digest: expected.clone(),
+        size: written,
+    })
+}
+
 /// Starts the writeback of bytes `from..to` of `file` without waiting for it. A hint: failures
 /// are ignored, the fsync at commit is what makes the bytes durable.
 fn start_writeback(file: &File, from: u64, to: u64) {
@@ -380,7 +430,9 @@ pub struct FsWriter {
     // Declared before `ingest` so the file is closed before the guard removes it.
     file: BufWriter<File>,
     ingest: IngestFile,
-    hasher: Hasher,
+    /// `None` when the caller hashes the bytes itself ([`Ingester::writer_caller_hashed`]).
+    hasher: Option<Hasher>,
+    algorithm: Algorithm,
     written: u64,
     /// Where the bytes not yet handed to the kernel's writeback start.
     writeback_from: u64,
@@ -396,7 +448,9 @@ impl Write for FsWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         // Only what the file accepted is part of the content.
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.written += n as u64;
         let on_file = self.written - self.file.buffer().len() as u64;
         if on_file - self.writeback_from >= WRITEBACK_STEP {
@@ -425,6 +479,7 @@ impl ContentWriter for FsWriter {
             file,
             ingest,
             hasher,
+            algorithm,
             written,
             layout,
             ..
@@ -433,7 +488,10 @@ impl ContentWriter for FsWriter {
         let file = file
             .into_inner()
             .map_err(|e| ContentError::io(&ingest.path, e.into_error()))?;
-        let info = check_expectations(hasher, written, expected_size, expected)?;
+        let info = match hasher {
+            Some(hasher) => check_expectations(hasher, written, expected_size, expected)?,
+            None => caller_hashed(algorithm, written, expected_size, expected)?,
+        };
         let target = layout.blob_path(&info.digest);
         if blob_exists(&target)? {
             drop(file);
@@ -656,6 +714,45 @@ mod tests {
 
     fn digest() -> Digest {
         Digest::sha256(b"range")
+    }
+
+    /// A caller-hashed ingest lands under the caller's digest, needs that digest, and still
+    /// checks the size and the algorithm.
+    #[test]
+    fn caller_hashed_writers_take_the_callers_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let data = b"layer bytes";
+        let d = Digest::sha256(data);
+
+        let mut w = store.writer_caller_hashed(Algorithm::Sha256).unwrap();
+        w.write_all(data).unwrap();
+        let info = w.commit(Some(data.len() as u64), Some(&d)).unwrap();
+        assert_eq!(info.digest, d);
+        let mut back = Vec::new();
+        store
+            .read(&d, None)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+
+        let mut w = store.writer_caller_hashed(Algorithm::Sha256).unwrap();
+        w.write_all(b"other").unwrap();
+        assert!(w.commit(None, None).is_err(), "the digest is required");
+        let mut w = store.writer_caller_hashed(Algorithm::Sha256).unwrap();
+        w.write_all(b"other").unwrap();
+        let e = w
+            .commit(Some(4), Some(&Digest::sha256(b"other")))
+            .unwrap_err();
+        assert!(matches!(e, ContentError::SizeMismatch { .. }), "{e}");
+        let mut w = store.writer_caller_hashed(Algorithm::Sha256).unwrap();
+        w.write_all(b"other").unwrap();
+        let sha512 = Digest::of(Algorithm::Sha512, b"other");
+        let e = w.commit(None, Some(&sha512)).unwrap_err();
+        assert!(matches!(e, ContentError::AlgorithmMismatch { .. }), "{e}");
+        let ingests = fs::read_dir(dir.path().join("ingest")).unwrap().count();
+        assert_eq!(ingests, 0, "failed commits leave no ingest behind");
     }
 
     #[test]

@@ -135,6 +135,15 @@ pub trait Ingester: Send + Sync {
     /// A new writer that hashes with `algorithm`.
     fn writer(&self, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>>;
 
+    /// A new writer for content that the caller hashes itself, over every byte it writes, and
+    /// commits with that digest (which is then required): the store may skip hashing the same
+    /// bytes a second time and take the caller's digest, as [`Verification::CallerHashed`]
+    /// does for adopted files. The layer pipeline, which hashes the compressed stream it
+    /// writes, uses it. By default, an ordinary hashing writer.
+    fn writer_caller_hashed(&self, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+        self.writer(algorithm)
+    }
+
     /// Streams `reader` in and commits it against the expectations; see [`ContentWriter::commit`].
     fn ingest(
         &self,

@@ -908,6 +908,13 @@ impl Ingester for Staging {
     fn writer(&self, algorithm: Algorithm) -> crate::content::Result<Box<dyn ContentWriter>> {
         self.store.writer(algorithm)
     }
+
+    fn writer_caller_hashed(
+        &self,
+        algorithm: Algorithm,
+    ) -> crate::content::Result<Box<dyn ContentWriter>> {
+        self.store.writer_caller_hashed(algorithm)
+    }
 }
 
 #[cfg(test)]

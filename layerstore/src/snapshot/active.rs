@@ -444,13 +444,15 @@ impl Active {
     ) -> Result<(LayerInfo, Lease)> {
         let key = self.key.clone();
         let path = self.dir.clone();
-        let writer = store
-            .writer(Algorithm::Sha256)
-            .map_err(|e| SnapshotError::Commit {
-                key: key.clone(),
-                path: path.clone(),
-                source: Box::new(LayerError::Store(e)),
-            })?;
+        // The layer pipeline hashes every compressed byte it writes: the store need not.
+        let writer =
+            store
+                .writer_caller_hashed(Algorithm::Sha256)
+                .map_err(|e| SnapshotError::Commit {
+                    key: key.clone(),
+                    path: path.clone(),
+                    source: Box::new(LayerError::Store(e)),
+                })?;
         let Commit { info, out, lease } = self.commit(writer, opts)?;
         out.commit(Some(info.size), Some(&info.digest))
             .map_err(|e| SnapshotError::Commit {
