@@ -254,62 +254,8 @@ impl Context {
             Ok(_) | Err(ContextError::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let base_str = match base.path.to_string_lossy() {
-            p if p == "." => String::new(),
-            p => format!("{p}/"),
-        };
-        let below = |rel: &str| {
-            rel.strip_prefix(base_str.as_str())
-                .unwrap_or(rel)
-                .to_owned()
-        };
-
-        // Keep out of directories below which nothing can match, and out of matching
-        // directories (their contents are not matches). An excluded directory that matches
-        // is the exception: it only exists if something below it is re-included, so the walk
-        // goes on below it, unpruned, until it finds out.
-        let prune_pattern = pattern.clone();
-        let prune_below = below;
-        let mut excluded_match: Option<String> = None;
-        let prune = move |rel: &str, excluded: bool| {
-            let sub = prune_below(rel);
-            if excluded_match
-                .as_deref()
-                .is_some_and(|dir| is_below(&sub, dir))
-            {
-                return false;
-            }
-            let matches = prune_pattern.matches(&sub);
-            if excluded && matches {
-                excluded_match = Some(sub);
-                return false;
-            }
-            matches || !prune_pattern.may_match_with_prefix(&format!("{sub}/"))
-        };
-        let walk_base = if base_str.is_empty() {
-            PathBuf::new()
-        } else {
-            base.path.clone()
-        };
-        let walk = Walk::new(&self.root, &self.ignore, &walk_base, Some(Box::new(prune)));
-
         let mut matches = Vec::new();
-        let mut matched_dir: Option<String> = None;
-        for entry in walk {
-            let entry = entry?;
-            let sub = below(&entry.path.to_string_lossy());
-            if matched_dir
-                .as_deref()
-                .is_some_and(|dir| is_below(&sub, dir))
-            {
-                continue;
-            }
-            if !pattern.matches(&sub) {
-                continue;
-            }
-            if entry.is_dir() {
-                matched_dir = Some(sub);
-            }
+        for (entry, _) in glob_below(&self.root, &self.ignore, &base, &pattern)? {
             if entry.kind == FileKind::Symlink {
                 let components = entry.path.iter().map(OsStr::to_os_string).collect();
                 let display = entry.path.to_string_lossy().into_owned();
@@ -441,8 +387,76 @@ fn check_inside(path: &str, cleaned: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
+/// The entries below the directory `base` of the tree at `root` (less what `ignore` leaves
+/// out) whose path relative to `base` matches `pattern`, in walk order, each with that
+/// relative path. A matching directory is one match: its contents are not. Directories below
+/// which nothing can match are not entered. An excluded directory that matches is the
+/// exception: it only exists if something below it is re-included, so the walk goes on below
+/// it, unpruned, until it finds out. Both the context's wildcard sources and `COPY --from`'s
+/// (in a stage's root) are found this way.
+pub(crate) fn glob_below(
+    root: &Path,
+    ignore: &Dockerignore,
+    base: &Entry,
+    pattern: &PathPattern,
+) -> Result<Vec<(Entry, String)>, ContextError> {
+    let base_str = match base.path.to_string_lossy() {
+        p if p == "." => String::new(),
+        p => format!("{p}/"),
+    };
+    let below = |rel: &str| {
+        rel.strip_prefix(base_str.as_str())
+            .unwrap_or(rel)
+            .to_owned()
+    };
+    let prune_pattern = pattern.clone();
+    let prune_below = below;
+    let mut excluded_match: Option<String> = None;
+    let prune = move |rel: &str, excluded: bool| {
+        let sub = prune_below(rel);
+        if excluded_match
+            .as_deref()
+            .is_some_and(|dir| is_below(&sub, dir))
+        {
+            return false;
+        }
+        let matches = prune_pattern.matches(&sub);
+        if excluded && matches {
+            excluded_match = Some(sub);
+            return false;
+        }
+        matches || !prune_pattern.may_match_with_prefix(&format!("{sub}/"))
+    };
+    let walk_base = if base_str.is_empty() {
+        PathBuf::new()
+    } else {
+        base.path.clone()
+    };
+    let walk = Walk::new(root, ignore, &walk_base, Some(Box::new(prune)));
+    let mut matches = Vec::new();
+    let mut matched_dir: Option<String> = None;
+    for entry in walk {
+        let entry = entry?;
+        let sub = below(&entry.path.to_string_lossy());
+        if matched_dir
+            .as_deref()
+            .is_some_and(|dir| is_below(&sub, dir))
+        {
+            continue;
+        }
+        if !pattern.matches(&sub) {
+            continue;
+        }
+        if entry.is_dir() {
+            matched_dir = Some(sub.clone());
+        }
+        matches.push((entry, sub));
+    }
+    Ok(matches)
+}
+
 /// Whether `path` is strictly below the directory `dir` (both relative, `/`-separated).
-fn is_below(path: &str, dir: &str) -> bool {
+pub(crate) fn is_below(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir)
         .is_some_and(|rest| rest.starts_with('/'))
 }

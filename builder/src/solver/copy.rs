@@ -51,7 +51,7 @@ use super::{State, target_platform};
 use crate::context::pattern::contains_wildcards;
 use crate::context::{
     Context, ContextError, Dockerignore, Entry, FileKind, FinalSymlink, PathPattern, Syntax,
-    Timestamp, Walk, clean_path,
+    Timestamp, clean_path, glob_below,
 };
 use crate::instructions::{Add, Chmod, Copy, FromRef, InlineFile, Lowered};
 
@@ -230,65 +230,10 @@ pub(super) fn resolve_source(
         }
         Err(e) => return Err(cache_key_error(source, e)),
     };
-    let base_prefix = match base.path.to_string_lossy() {
-        p if p == "." => String::new(),
-        p => format!("{p}/"),
-    };
-    let below = move |rel: &str| -> String {
-        rel.strip_prefix(base_prefix.as_str())
-            .unwrap_or(rel)
-            .to_owned()
-    };
-
-    // Keep out of directories below which nothing can match, and out of matching directories
-    // (their contents are not matches). An excluded directory that matches only exists if
-    // something below it is re-included, so the walk goes on below it until it finds out.
-    let prune_pattern = pattern.clone();
-    let prune_below = below.clone();
-    let mut excluded_match: Option<String> = None;
-    let prune = move |rel: &str, excluded: bool| {
-        let sub = prune_below(rel);
-        if excluded_match
-            .as_deref()
-            .is_some_and(|dir| is_below(&sub, dir))
-        {
-            return false;
-        }
-        let matches = prune_pattern.matches(&sub);
-        if excluded && matches {
-            excluded_match = Some(sub);
-            return false;
-        }
-        matches || !prune_pattern.may_match_with_prefix(&format!("{sub}/"))
-    };
-    let walk_base = if base.path == Path::new(".") {
-        PathBuf::new()
-    } else {
-        base.path.clone()
-    };
-    let walk = Walk::new(
-        tree.files.root(),
-        tree.files.ignore(),
-        &walk_base,
-        Some(Box::new(prune)),
-    );
     let mut out = Vec::new();
-    let mut matched_dir: Option<String> = None;
-    for entry in walk {
-        let entry = entry.map_err(|e| cache_key_error(source, e))?;
-        let sub = below(&entry.path.to_string_lossy());
-        if matched_dir
-            .as_deref()
-            .is_some_and(|dir| is_below(&sub, dir))
-        {
-            continue;
-        }
-        if !pattern.matches(&sub) {
-            continue;
-        }
-        if entry.is_dir() {
-            matched_dir = Some(sub.clone());
-        }
+    let found = glob_below(tree.files.root(), tree.files.ignore(), &base, &pattern)
+        .map_err(|e| cache_key_error(source, e))?;
+    for (entry, sub) in found {
         let name = entry_name(&entry);
         let entry = if entry.kind == FileKind::Symlink {
             tree.files
@@ -358,12 +303,6 @@ fn cache_key_error(source: &str, e: ContextError) -> String {
         }
         other => format!("failed to compute cache key: {other}"),
     }
-}
-
-/// Whether `path` is strictly below the directory `dir` (both relative, `/`-separated).
-fn is_below(path: &str, dir: &str) -> bool {
-    path.strip_prefix(dir)
-        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A `--parents` source: the directory its paths are kept below (the context root, or the
