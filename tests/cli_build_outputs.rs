@@ -353,10 +353,7 @@ fn compression_sets_the_new_layers_media_type() {
 #[test]
 fn network_is_the_default_of_run_steps() {
     require_tool("/usr/sbin/runc", "runc");
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    let base = format!("localhost/berth-test/network-base:{}", std::process::id());
-    load_busybox_base(work.path(), &root, &base);
+    let (work, root, base) = work_with_base("network-base");
     let context = work.path().join("context");
     write_context(
         &context,

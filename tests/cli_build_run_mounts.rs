@@ -91,10 +91,7 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[test]
 fn secrets_never_reach_a_layer_the_history_or_the_store() {
     require_tool("/usr/sbin/runc", "runc");
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
-    load_busybox_base(work.path(), &root, &base);
+    let (work, root, base) = work_with_base("mounts-base");
 
     let secret = format!("berth-secret-{}-do-not-leak", std::process::id());
     let secret_file = work.path().join("token.txt");
@@ -171,10 +168,7 @@ fn secrets_never_reach_a_layer_the_history_or_the_store() {
 #[test]
 fn a_missing_required_secret_fails_its_step_by_name() {
     require_tool("/usr/sbin/runc", "runc");
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
-    load_busybox_base(work.path(), &root, &base);
+    let (work, root, base) = work_with_base("mounts-base");
     let context = work.path().join("context");
     write_context(
         &context,
@@ -198,10 +192,7 @@ fn a_missing_required_secret_fails_its_step_by_name() {
 #[test]
 fn caches_outlive_their_build_and_context_binds_discard_writes() {
     require_tool("/usr/sbin/runc", "runc");
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    let base = format!("localhost/berth-test/mounts-base:{}", std::process::id());
-    load_busybox_base(work.path(), &root, &base);
+    let (work, root, base) = work_with_base("mounts-base");
     let context = work.path().join("context");
     write_context(
         &context,

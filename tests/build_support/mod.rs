@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use berth_layerstore::Digest;
@@ -89,6 +89,16 @@ impl Drop for DockerImages {
                 .output();
         }
     }
+}
+
+/// A work directory, the store root in it, and a busybox base loaded there under
+/// `localhost/berth-test/<name>:<pid>`: what most build tests start from.
+pub fn work_with_base(name: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let base = format!("localhost/berth-test/{name}:{}", std::process::id());
+    load_busybox_base(work.path(), &root, &base);
+    (work, root, base)
 }
 
 /// Loads a busybox base image named `name` into the store under `root`; `dir` holds the
