@@ -96,6 +96,12 @@ pub struct BuildArgs {
     /// host's), none (loopback only) or host.
     #[arg(long, value_enum, default_value_t = Network::Default)]
     pub network: Network,
+    /// Build for reproducibility: the same inputs give the same image digest, wherever and
+    /// whenever they are built. `SOURCE_DATE_EPOCH` (a build argument, else the environment;
+    /// 0 when neither has it) becomes the `created` of the config and the history, and no
+    /// mtime in a new layer is later. A `SOURCE_DATE_EPOCH` alone does the same.
+    #[arg(long)]
+    pub reproducible: bool,
     /// How new layers are compressed: gzip, zstd or uncompressed [default: gzip].
     #[arg(long, value_name = "KIND", value_parser = output::parse_compression)]
     pub compression: Option<Compression>,
@@ -226,6 +232,7 @@ fn plan(args: &BuildArgs) -> anyhow::Result<Plan> {
     }
     let (compression, level) = output::compression(args.compression, &outputs)?;
     let mut layer = LayerOptions::default();
+    layer.tar.source_date_epoch = source_date_epoch(args)?;
     if let Some(c) = compression {
         layer.compression = c;
     }
@@ -282,7 +289,7 @@ fn build_with(
         made: None,
     };
     let mut options = instructions::BuildOptions {
-        build_args: build_args(&args.build_args)?,
+        build_args: build_args_with_epoch(args)?,
         target: args.target.clone(),
         ..instructions::BuildOptions::default()
     };
@@ -591,6 +598,36 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String)> {
     let name = path.to_string_lossy();
     let name = name.strip_prefix("./").unwrap_or(name.as_ref()).to_string();
     Ok((source, name))
+}
+
+/// The build arguments, with `SOURCE_DATE_EPOCH` taken from the environment when no
+/// `--build-arg` gives it, as buildx passes it on: the Dockerfile's `ARG SOURCE_DATE_EPOCH`
+/// then sees the same value however it was given, and so does the image.
+fn build_args_with_epoch(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = build_args(&args.build_args)?;
+    if !map.contains_key("SOURCE_DATE_EPOCH") {
+        if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+            if !value.trim().is_empty() {
+                map.insert("SOURCE_DATE_EPOCH".to_owned(), value);
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// The build's `SOURCE_DATE_EPOCH`: the build argument, else the environment variable (as
+/// buildx passes it on), else 0 under `--reproducible`; `None` when there is none.
+fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
+    let value = build_args_with_epoch(args)?.remove("SOURCE_DATE_EPOCH");
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(args.reproducible.then_some(0)),
+        Some(v) => match v.parse::<i64>() {
+            Ok(secs) if secs >= 0 => Ok(Some(secs)),
+            _ => bail!(
+                "invalid SOURCE_DATE_EPOCH {v:?}: expected a number of seconds since 1970-01-01"
+            ),
+        },
+    }
 }
 
 /// `--build-arg` values: `KEY=VALUE`, or `KEY` alone for the value of the environment

@@ -644,7 +644,7 @@ impl<'a> Solver<'a> {
         if let Some(created_by) = created_by {
             let history = state.config.history.get_or_insert_with(Vec::new);
             history.push(History {
-                created: Some(now()),
+                created: Some(now(self.options.layer.tar.source_date_epoch)),
                 created_by: Some(created_by),
                 comment: Some("buildkit.dockerfile.v0".to_owned()),
                 empty_layer: empty.then_some(true),
@@ -718,7 +718,7 @@ impl<'a> Solver<'a> {
         let setup =
             |e: &dyn std::fmt::Display| SolveError::Setup(format!("writing the image: {e}"));
         let mut config = state.config.clone();
-        config.created = Some(now());
+        config.created = Some(now(self.options.layer.tar.source_date_epoch));
         let blob = config.to_blob(CONFIG_MEDIA_TYPE).map_err(|e| setup(&e))?;
         let config_desc = blob.ingest(&self.staging).map_err(|e| setup(&e))?;
         let manifest = serde_json::json!({
@@ -846,10 +846,12 @@ fn absolute(cwd: Option<&str>, path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-fn now() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
+/// The time a build records (the config's and the history's `created`): `SOURCE_DATE_EPOCH`
+/// when the build has one (the same value clamps the layers' mtimes, through
+/// [`LayerOptions`]), so that the same inputs give the same image; else now.
+fn now(source_date_epoch: Option<i64>) -> String {
+    let secs = source_date_epoch
+        .map(|s| u64::try_from(s).unwrap_or(0))
         .unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
