@@ -42,6 +42,35 @@ use crate::instructions::{CacheSharing, FromRef, Lowered, Mount as RunMount, Mou
 const CACHE_DIR: &str = "cache";
 /// Where temporary copies of the build context are made under the mounts root.
 const TMP_DIR: &str = "tmp";
+/// Temporary copies are named `mount-<pid>-<random>`, so that those of a build that was
+/// killed can be told from those of builds still running.
+const TMP_PREFIX: &str = "mount-";
+
+/// Removes the temporary copies under `parent` whose build process is gone (killed before it
+/// could remove them). A reused pid only keeps a stale copy a little longer. Failures are
+/// logged: the sweep is housekeeping, never a reason to fail a build.
+fn sweep_stale_temp_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), %err, "cannot remove a stale mount copy");
+        }
+    }
+}
 
 /// The sandbox mounts of one RUN step and what they need until the run is over: the
 /// temporary copies, the snapshots and the cache locks are released when this is dropped.
@@ -191,8 +220,9 @@ impl Solver<'_> {
     fn temp_dir(&self, out: &mut RunMounts) -> Result<PathBuf, String> {
         let parent = self.options.mounts_root.join(TMP_DIR);
         create_dir_all(&parent)?;
+        sweep_stale_temp_dirs(&parent);
         let dir = tempfile::Builder::new()
-            .prefix("mount-")
+            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
             .tempdir_in(&parent)
             .map_err(|e| format!("creating a directory in {}: {e}", parent.display()))?;
         let path = dir.path().to_path_buf();
@@ -566,6 +596,23 @@ mod tests {
         assert_eq!(inside(root, "/"), Path::new("/r"));
         assert_eq!(inside(root, "sub/../x"), Path::new("/r/x"));
         assert_eq!(inside(root, "../../etc"), Path::new("/r/etc"));
+    }
+
+    #[test]
+    fn stale_temp_copies_of_dead_builds_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(format!("{TMP_PREFIX}{}-abc", u32::MAX - 1));
+        let alive = dir
+            .path()
+            .join(format!("{TMP_PREFIX}{}-def", std::process::id()));
+        let other = dir.path().join("unrelated");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        sweep_stale_temp_dirs(dir.path());
+        assert!(!dead.exists(), "the copy of a dead build is removed");
+        assert!(alive.exists(), "a running build's copy is kept");
+        assert!(other.exists(), "what the sweep does not name is kept");
     }
 
     #[test]
