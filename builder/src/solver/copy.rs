@@ -1050,13 +1050,8 @@ fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> 
 /// the disk works while the copy goes on and the sync when the step's snapshot is committed
 /// finds little left to write. A hint: failures are ignored.
 fn start_writeback(path: &Path) {
-    use std::os::fd::AsRawFd;
     if let Ok(file) = fs::File::open(path) {
-        // SAFETY: the descriptor is open for the call; offset 0 and length 0 mean the whole
-        // file.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        berth_layerstore::content::fs::start_writeback(&file, 0, 0);
     }
 }
 

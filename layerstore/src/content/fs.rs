@@ -407,11 +407,14 @@ fn caller_hashed(
     })
 }
 
-/// Starts the writeback of bytes `from..to` of `file` without waiting for it. A hint: failures
-/// are ignored, the fsync at commit is what makes the bytes durable.
-fn start_writeback(file: &File, from: u64, to: u64) {
+/// Starts the writeback of bytes `from..to` of `file` (the whole file when `to` is 0) without
+/// waiting for it: the disk then works while the writer goes on, and the fsync that makes the
+/// bytes durable later (a blob's commit, an upload's completion, a snapshot's sync) finds
+/// little left to write. A hint: failures are ignored.
+pub fn start_writeback(file: &File, from: u64, to: u64) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+    let len = if to == 0 { 0 } else { to.saturating_sub(from) };
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
         return;
     };
     // SAFETY: the descriptor is open for as long as `file` lives; the call only reads it.

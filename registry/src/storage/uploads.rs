@@ -44,6 +44,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_layerstore::content::fs::start_writeback;
 use berth_layerstore::digest::Hasher;
 use berth_layerstore::{Algorithm, Digest};
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,15 @@ pub struct ChunkWriter {
     path: PathBuf,
     hasher: Hasher,
     written: u64,
+    /// The file offset this writer started at.
+    start: u64,
+    /// Where the bytes not yet handed to the kernel's writeback start.
+    writeback_from: u64,
 }
+
+/// Every this many bytes, a writer starts the writeback of what it has written so far, so that
+/// the fsync when the upload completes finds little left to write.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl ChunkWriter {
     /// Writes and hashes `data`.
@@ -111,6 +120,11 @@ impl ChunkWriter {
             .map_err(|e| StorageError::io(&self.path, e))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
+        let on_file = self.start + self.written - self.file.buffer().len() as u64;
+        if on_file - self.writeback_from >= WRITEBACK_STEP {
+            start_writeback(self.file.get_ref(), self.writeback_from, on_file);
+            self.writeback_from = on_file;
+        }
         Ok(())
     }
 
@@ -350,6 +364,8 @@ impl UploadStore {
             path,
             hasher,
             written: 0,
+            start: upload.offset,
+            writeback_from: upload.offset,
         })
     }
 
