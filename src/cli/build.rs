@@ -33,7 +33,7 @@ use clap::{Args, ValueEnum};
 
 use self::progress::Display;
 use self::push::EarlyUploads;
-use super::images::{StoreArgs, normalize, parse_name};
+use super::images::{StoreArgs, normalize, parse_name, snapshot_root};
 use super::progress::ProgressMode;
 
 #[derive(Debug, Args)]
@@ -368,7 +368,7 @@ fn build_with(
         layer_sink = Some(sender);
     }
     let solve_options = SolveOptions {
-        snapshot_root: root.join("snapshots"),
+        snapshot_root: snapshot_root(&store),
         sandbox_root: root.join("sandbox"),
         runtime: args.runtime.clone(),
         names: store_names,

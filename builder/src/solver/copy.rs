@@ -846,8 +846,19 @@ impl Job<'_> {
     /// times, in the order `place` sets them for other entries.
     fn complete(&self, file: &PendingFile) -> Result<(), String> {
         let err = |e: io::Error| self.io_error(&file.target, e);
-        fs::copy(&file.src, &file.target).map_err(err)?;
-        start_writeback(&file.target);
+        let mut src = fs::File::open(&file.src).map_err(err)?;
+        // The file `place` created, empty: its content goes in by `copy_file_range` (what
+        // `io::copy` between two files does on Linux), and its writeback starts at once, so
+        // that the disk works while the copy goes on and the sync when the step's snapshot is
+        // committed finds little left to write.
+        let mut dst = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&file.target)
+            .map_err(err)?;
+        io::copy(&mut src, &mut dst).map_err(err)?;
+        berth_layerstore::content::fs::start_writeback(&dst, 0, 0);
+        drop(dst);
         lchown(&file.target, Some(file.owner.0), Some(file.owner.1)).map_err(err)?;
         fs::set_permissions(&file.target, fs::Permissions::from_mode(file.mode)).map_err(err)?;
         copy_xattrs(&file.src, &file.target);
@@ -1044,15 +1055,6 @@ fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> 
     Dockerignore::from_patterns(exclude)
         .map(Some)
         .map_err(|e| format!("--exclude: {e}"))
-}
-
-/// Asks the kernel to start writing a copied file back to disk without waiting for it, so that
-/// the disk works while the copy goes on and the sync when the step's snapshot is committed
-/// finds little left to write. A hint: failures are ignored.
-fn start_writeback(path: &Path) {
-    if let Ok(file) = fs::File::open(path) {
-        berth_layerstore::content::fs::start_writeback(&file, 0, 0);
-    }
 }
 
 impl super::Solver<'_> {

@@ -219,7 +219,7 @@ impl FsStore {
             hasher: hash.then(|| algorithm.hasher()),
             algorithm,
             written: 0,
-            writeback_from: 0,
+            writeback: Writeback::from_offset(0),
             layout: Arc::clone(&self.inner),
         }))
     }
@@ -423,6 +423,35 @@ pub fn start_writeback(file: &File, from: u64, to: u64) {
     }
 }
 
+/// Every this many bytes, a [`Writeback`] starts the writeback of what the file has so far.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts the writeback of a file as it grows, every [`WRITEBACK_STEP`] bytes
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that the disk works
+/// while the writer does and the fsync that later makes the file durable finds little left to
+/// write. Blob ingests and the registry's uploads use it.
+#[derive(Debug)]
+pub struct Writeback {
+    /// Where the bytes not yet handed to the kernel's writeback start.
+    from: u64,
+}
+
+impl Writeback {
+    /// For a file whose writes start at `offset`.
+    pub fn from_offset(offset: u64) -> Writeback {
+        Writeback { from: offset }
+    }
+
+    /// Notes that `file` now holds the bytes up to `end` (not counting what a buffer in front
+    /// of it still holds), and starts their writeback once there are enough of them.
+    pub fn advance(&mut self, file: &File, end: u64) {
+        if end.saturating_sub(self.from) >= WRITEBACK_STEP {
+            start_writeback(file, self.from, end);
+            self.from = end;
+        }
+    }
+}
+
 /// An ingest into an [`FsStore`]: a file `<root>/ingest/<uuid>` plus a running hash.
 ///
 /// Bytes are hashed as they are accepted and buffered into the file. `commit` verifies, fsyncs
@@ -437,15 +466,9 @@ pub struct FsWriter {
     hasher: Option<Hasher>,
     algorithm: Algorithm,
     written: u64,
-    /// Where the bytes not yet handed to the kernel's writeback start.
-    writeback_from: u64,
+    writeback: Writeback,
     layout: Arc<Layout>,
 }
-
-/// Every this many bytes, the writer asks the kernel to start writing back what the file has
-/// so far (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that the disk
-/// works while the producer does and the fsync at commit finds little left to write.
-const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Write for FsWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -456,10 +479,7 @@ impl Write for FsWriter {
         }
         self.written += n as u64;
         let on_file = self.written - self.file.buffer().len() as u64;
-        if on_file - self.writeback_from >= WRITEBACK_STEP {
-            start_writeback(self.file.get_ref(), self.writeback_from, on_file);
-            self.writeback_from = on_file;
-        }
+        self.writeback.advance(self.file.get_ref(), on_file);
         Ok(n)
     }
 

@@ -44,7 +44,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_layerstore::content::fs::start_writeback;
+use berth_layerstore::content::fs::Writeback;
 use berth_layerstore::digest::Hasher;
 use berth_layerstore::{Algorithm, Digest};
 use serde::{Deserialize, Serialize};
@@ -104,13 +104,9 @@ pub struct ChunkWriter {
     written: u64,
     /// The file offset this writer started at.
     start: u64,
-    /// Where the bytes not yet handed to the kernel's writeback start.
-    writeback_from: u64,
+    /// So that the fsync when the upload completes finds little left to write.
+    writeback: Writeback,
 }
-
-/// Every this many bytes, a writer starts the writeback of what it has written so far, so that
-/// the fsync when the upload completes finds little left to write.
-const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl ChunkWriter {
     /// Writes and hashes `data`.
@@ -121,10 +117,7 @@ impl ChunkWriter {
         self.hasher.update(data);
         self.written += data.len() as u64;
         let on_file = self.start + self.written - self.file.buffer().len() as u64;
-        if on_file - self.writeback_from >= WRITEBACK_STEP {
-            start_writeback(self.file.get_ref(), self.writeback_from, on_file);
-            self.writeback_from = on_file;
-        }
+        self.writeback.advance(self.file.get_ref(), on_file);
         Ok(())
     }
 
@@ -365,7 +358,7 @@ impl UploadStore {
             hasher,
             written: 0,
             start: upload.offset,
-            writeback_from: upload.offset,
+            writeback: Writeback::from_offset(upload.offset),
         })
     }
 
