@@ -3,6 +3,7 @@
 //! counted.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use berth_layerstore::compress::GzipBuilder;
 use berth_layerstore::compress::gzip::MIN_BLOCK_SIZE;
@@ -11,6 +12,21 @@ fn threads_of_this_process() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .count()
+}
+
+/// The thread count once it settles on `want`, or the last count seen after a few seconds.
+/// A joined thread can stay listed in `/proc/self/task` for a moment: `pthread_join` returns
+/// when the kernel clears the thread's tid, which comes before the task is reaped. A leaked
+/// worker never leaves, so waiting for the count does not hide one.
+fn threads_settling_on(want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = threads_of_this_process();
+        if now == want || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 struct Broken;
@@ -34,20 +50,20 @@ fn no_worker_outlives_its_encoder() {
 
     // Finished.
     let mut enc = build().build(Vec::new()).unwrap();
-    assert_eq!(threads_of_this_process(), before + 4);
+    assert_eq!(threads_settling_on(before + 4), before + 4);
     enc.write_all(&data).unwrap();
     enc.finish().unwrap();
-    assert_eq!(threads_of_this_process(), before, "after finish");
+    assert_eq!(threads_settling_on(before), before, "after finish");
 
     // Dropped with blocks in flight.
     let mut enc = build().build(Vec::new()).unwrap();
     enc.write_all(&data).unwrap();
     drop(enc);
-    assert_eq!(threads_of_this_process(), before, "after drop");
+    assert_eq!(threads_settling_on(before), before, "after drop");
 
     // Failed on the inner writer, then dropped.
     let mut enc = build().build(Broken).unwrap();
     assert!(enc.write_all(&data).is_err());
     drop(enc);
-    assert_eq!(threads_of_this_process(), before, "after an error");
+    assert_eq!(threads_settling_on(before), before, "after an error");
 }
