@@ -480,3 +480,70 @@ fn gc_removes_staging_left_by_a_crash_but_not_live_ones() {
     assert!(!crashed.exists());
     assert!(live.dir().exists());
 }
+
+#[test]
+fn pins_keep_their_blobs_through_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let staging = store.staging().unwrap();
+    let info = staging.ingest_bytes(&layer_tar("p", b"pinned")).unwrap();
+    let layer = new_descriptor(media::OCI_LAYER_TAR, &info.digest, info.size);
+    let data = serde_json::json!({"step": 1});
+    store
+        .pin(
+            &staging,
+            "build-cache",
+            "k1",
+            std::slice::from_ref(&layer),
+            &data,
+        )
+        .unwrap();
+    drop(staging);
+    assert!(store.content().exists(&info.digest).unwrap(), "landed");
+    assert!(store.gc().unwrap().removed.is_empty(), "kept by the pin");
+    let (read, blobs) = store.read_pin("build-cache", "k1").unwrap().unwrap();
+    assert_eq!((read, blobs), (data.clone(), vec![layer.clone()]));
+    assert_eq!(store.pins("build-cache").unwrap(), ["k1"]);
+    assert!(store.read_pin("build-cache", "k2").unwrap().is_none());
+
+    // A pin of a blob nobody has pins nothing.
+    let staging = store.staging().unwrap();
+    let elsewhere = berth_layerstore::content::memory::MemoryStore::new();
+    let missing = elsewhere.ingest_bytes(b"not here").unwrap();
+    let missing = new_descriptor(media::OCI_LAYER_TAR, &missing.digest, missing.size);
+    assert!(
+        store
+            .pin(&staging, "build-cache", "k2", &[missing], &data)
+            .is_err()
+    );
+    assert!(store.read_pin("build-cache", "k2").unwrap().is_none());
+    // Names that could leave the pins' directory are refused.
+    assert!(matches!(
+        store.pin(&staging, "build-cache", "../x", &[], &data),
+        Err(StoreError::InvalidPin { .. })
+    ));
+    drop(staging);
+
+    // A damaged pin is an error to its reader and protects nothing.
+    let path = dir.path().join("images/pins/build-cache/k1.json");
+    std::fs::write(&path, b"{\"blobs\": [").unwrap();
+    assert!(matches!(
+        store.read_pin("build-cache", "k1"),
+        Err(StoreError::CorruptPin { .. })
+    ));
+    std::fs::remove_file(&path).unwrap();
+    store
+        .pin(
+            &store.staging().unwrap(),
+            "build-cache",
+            "k1",
+            std::slice::from_ref(&layer),
+            &data,
+        )
+        .unwrap();
+    assert!(store.unpin("build-cache", "k1").unwrap());
+    assert!(!store.unpin("build-cache", "k1").unwrap());
+    let report = store.gc().unwrap();
+    assert_eq!(report.removed.len(), 1);
+    assert!(!store.content().exists(&info.digest).unwrap());
+}

@@ -6,6 +6,7 @@
 //! <root>/images/index.json        the reference index (below)
 //! <root>/images/lock              flock(2) taken by every change of the index
 //! <root>/images/staging/<uuid>/   content being imported (an FsStore of its own) and its lock
+//! <root>/images/pins/<set>/<name>.json  blobs kept without an image (the build cache's records)
 //! ```
 //!
 //! The index maps a name to the root of an image, a manifest or an index, with the image's id
@@ -34,6 +35,14 @@
 //! a blob between its arrival and its record. Blobs written straight into
 //! [`ImageStore::content`] are unprotected until [`ImageStore::put`] records them; prefer a
 //! staging area.
+//!
+//! ## Pins
+//! A pin keeps blobs without naming an image: [`ImageStore::pin`] lands them from a staging
+//! area like a commit does and writes `{"blobs":[descriptors],"data":…}` under a set and a
+//! name; [`ImageStore::gc`] treats every pin's blobs as roots. The build cache records each
+//! step's result as a pin, so that `rmi` leaves the layers a later build can reuse, as
+//! Docker's build cache outlives the images built from it. A pin file that does not parse
+//! protects nothing: gc ignores it, and the reader that finds it gets an error to warn about.
 //!
 //! ## Concurrency and crashes
 //! Every change of the index is a read-modify-write under an exclusive `flock(2)` on
@@ -71,6 +80,8 @@ pub const CONTENT_DIR: &str = "content";
 pub const IMAGES_DIR: &str = "images";
 /// Name of the index file.
 pub const INDEX_FILE: &str = "index.json";
+/// Name of the directory of pins, under [`IMAGES_DIR`].
+pub const PINS_DIR: &str = "pins";
 
 /// Ingests left in the content store by a crashed writer are removed by [`ImageStore::gc`]
 /// once they are this old.
@@ -104,6 +115,14 @@ pub enum StoreError {
     InvalidName { name: String, reason: &'static str },
     #[error("{what}: not an image: media type {media_type:?} is neither a manifest nor an index")]
     NotAnImage { what: String, media_type: String },
+    #[error("invalid pin {set}/{name}: use 1 to 128 of a-z, 0-9, '.', '_' and '-'")]
+    InvalidPin { set: String, name: String },
+    #[error("pin {}: {source}", path.display())]
+    CorruptPin {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -463,7 +482,8 @@ impl ImageStore {
         let _lock = self.lock()?;
         let mut report = GcReport::default();
         let images = self.read_index()?.images;
-        let roots: Vec<Descriptor> = images.iter().map(|r| r.target.clone()).collect();
+        let mut roots: Vec<Descriptor> = images.iter().map(|r| r.target.clone()).collect();
+        roots.extend(self.pinned_blobs()?);
         let live: HashSet<Digest> = reachable(&self.content, &roots)?
             .iter()
             .map(descriptor_digest)
@@ -487,6 +507,130 @@ impl ImageStore {
         report.stale_staging = self.remove_stale_staging()?;
         self.content.prune_ingests(STALE_INGEST)?;
         Ok(report)
+    }
+
+    /// Lands `blobs` (from `staging`, or already in the store) and records them with `data`
+    /// as the pin `set`/`name`, replacing a pin of that name. Fails, pinning nothing, when a
+    /// blob is in neither place. See the module docs.
+    pub fn pin(
+        &self,
+        staging: &Staging,
+        set: &str,
+        name: &str,
+        blobs: &[Descriptor],
+        data: &serde_json::Value,
+    ) -> Result<()> {
+        let path = self.pin_path(set, name)?;
+        let _lock = self.lock()?;
+        for desc in blobs {
+            let digest = descriptor_digest(desc)?;
+            if self.content.exists(&digest)? {
+                continue;
+            }
+            let staged = staging.store.blob_path(&digest);
+            if !staged.exists() {
+                return Err(ContentError::NotFound(digest).into());
+            }
+            self.content
+                .adopt(&staged, &digest, desc.size(), Verification::CallerHashed)?;
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "blobs": blobs, "data": data }))
+            .map_err(|e| StoreError::io(&path, io::Error::other(e)))?;
+        let dir = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        write_atomically(&path, &body)
+    }
+
+    /// The data of the pin `set`/`name`, and its blobs; `None` when there is no such pin.
+    pub fn read_pin(
+        &self,
+        set: &str,
+        name: &str,
+    ) -> Result<Option<(serde_json::Value, Vec<Descriptor>)>> {
+        let path = self.pin_path(set, name)?;
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let pin: PinFile = serde_json::from_slice(&bytes)
+            .map_err(|source| StoreError::CorruptPin { path, source })?;
+        Ok(Some((pin.data, pin.blobs)))
+    }
+
+    /// Removes the pin `set`/`name`; its blobs go at the next gc unless something else keeps
+    /// them. Whether there was such a pin.
+    pub fn unpin(&self, set: &str, name: &str) -> Result<bool> {
+        let path = self.pin_path(set, name)?;
+        let _lock = self.lock()?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// The names of the pins of `set`, sorted.
+    pub fn pins(&self, set: &str) -> Result<Vec<String>> {
+        check_pin_part(set, "x")?;
+        let dir = self.dir.join(PINS_DIR).join(set);
+        let mut names = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+            {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn pin_path(&self, set: &str, name: &str) -> Result<PathBuf> {
+        check_pin_part(set, name)?;
+        Ok(self
+            .dir
+            .join(PINS_DIR)
+            .join(set)
+            .join(format!("{name}.json")))
+    }
+
+    /// The blobs of every pin, for gc (called under the lock). Unreadable pins keep nothing.
+    fn pinned_blobs(&self) -> Result<Vec<Descriptor>> {
+        let root = self.dir.join(PINS_DIR);
+        let mut blobs = Vec::new();
+        let sets = match fs::read_dir(&root) {
+            Ok(sets) => sets,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(blobs),
+            Err(e) => return Err(StoreError::io(&root, e)),
+        };
+        for set in sets {
+            let set = set.map_err(|e| StoreError::io(&root, e))?.path();
+            let Ok(pins) = fs::read_dir(&set) else {
+                continue;
+            };
+            for pin in pins.flatten() {
+                let path = pin.path();
+                let parsed = fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<PinFile>(&b).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(pin) => blobs.extend(pin.blobs),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable pin")
+                    }
+                }
+            }
+        }
+        Ok(blobs)
     }
 
     /// The diff_ids of every layer of every image the store names, read from their configs:
@@ -637,22 +781,7 @@ impl ImageStore {
                 source,
             })?;
         bytes.push(b'\n');
-        let path = self.index_path();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".index-")
-            .tempfile_in(&self.dir)
-            .map_err(|e| StoreError::io(&self.dir, e))?;
-        tmp.write_all(&bytes)
-            .map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| StoreError::io(&path, e.error))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(&self.dir, e))?;
-        Ok(())
+        write_atomically(&self.index_path(), &bytes)
     }
 }
 
@@ -696,6 +825,52 @@ fn insert(index: &mut IndexFile, record: ImageRecord) -> Option<ImageRecord> {
 }
 
 /// Refuses names that cannot be an image reference in any form.
+/// Writes `bytes` to `path` through a temporary file beside it, fsynced and renamed over it,
+/// then fsyncs the directory: a reader sees the old file or the new one, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io(dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| StoreError::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| StoreError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| StoreError::io(path, e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// A pin as stored. See the module docs.
+#[derive(Deserialize)]
+struct PinFile {
+    blobs: Vec<Descriptor>,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+fn check_pin_part(set: &str, name: &str) -> Result<()> {
+    let ok = |s: &str| {
+        (1..=128).contains(&s.len())
+            && !s.starts_with('.')
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+    };
+    if ok(set) && ok(name) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidPin {
+            set: set.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
 fn check_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(StoreError::InvalidName {
