@@ -1,6 +1,8 @@
-//! `berth build` with `RUN --mount` and `--secret`: a secret reaches the step that mounts it
-//! and nothing else (no layer, no config, no history, no file left in the store); a required
-//! secret that was not given fails its step by name; a cache outlives the build that filled
+//! `berth build` with `RUN --mount`, `--secret` and `--ssh`: a secret reaches the step that
+//! mounts it and nothing else (no layer, no config, no history, no file left in the store); a
+//! required secret that was not given fails its step by name; an SSH agent socket reaches the
+//! steps that mount it (connections arrive at the agent) and no layer, a required one that was
+//! not given fails its step, an optional one is skipped; a cache outlives the build that filled
 //! it, and a read-write bind of the context leaves the context as it was.
 //!
 //! Needs runc and busybox-static (root, as every RUN test); without them the tests fail and say
@@ -12,7 +14,10 @@ mod registry_support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use build_support::*;
 use registry_support::*;
@@ -187,6 +192,163 @@ fn a_missing_required_secret_fails_its_step_by_name() {
     assert!(stderr.contains("--secret id=api-key"), "{stderr}");
     assert!(active_snapshots(&root).is_empty());
     assert!(mounts_under(&root).is_empty(), "{:?}", mounts_under(&root));
+}
+
+/// A stand-in for an SSH agent: a socket at `path` whose connections are each read to the end
+/// on a thread, what they sent recorded in the returned list.
+fn fake_agent(path: &Path) -> Arc<Mutex<Vec<Vec<u8>>>> {
+    let listener = UnixListener::bind(path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut data = Vec::new();
+                let _ = stream.read_to_end(&mut data);
+                record.lock().unwrap().push(data);
+            });
+        }
+    });
+    received
+}
+
+#[test]
+fn ssh_agents_reach_the_steps_that_mount_them_and_no_layer() {
+    require_tool("/usr/sbin/runc", "runc");
+    let (work, root, base) = work_with_base("mounts-base");
+    let agent = work.path().join("agent.sock");
+    let received = fake_agent(&agent);
+    let context = work.path().join("context");
+    write_context(
+        &context,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base}\n\
+                 RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && \
+                     test \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 && \
+                     busybox stat -c '%a %u %g' \"$SSH_AUTH_SOCK\" > /default-mode.txt\n\
+                 RUN --mount=type=ssh,id=git,target=/tmp/git.sock,mode=0660,uid=1000,gid=1000 \
+                     --mount=type=ssh \
+                     test \"$SSH_AUTH_SOCK\" = /tmp/git.sock && test -S /run/buildkit/ssh_agent.1 && \
+                     busybox stat -c '%a %u %g' /tmp/git.sock > /git-mode.txt\n\
+                 RUN --mount=type=ssh,target=/dev/log busybox logger berth-ssh-probe\n\
+                 RUN test -z \"$SSH_AUTH_SOCK\" && test ! -e /run/buildkit/ssh_agent.0 && \
+                     echo done > /done.txt\n"
+            ),
+        )],
+    );
+    let oci = work.path().join("image.tar");
+    let default = format!("default={}", agent.display());
+    let git = format!("git={}", agent.display());
+    berth(
+        &root,
+        &[
+            "build",
+            "--ssh",
+            &default,
+            "--ssh",
+            &git,
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            context.to_str().unwrap(),
+        ],
+    );
+
+    // `logger` writes to /dev/log: the connection went through to the agent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let probe_arrived = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|data| contains(data, b"berth-ssh-probe"))
+    };
+    while !probe_arrived() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(probe_arrived(), "{:?}", received.lock().unwrap());
+
+    let layers = oci_layers(&fs::read(&oci).unwrap());
+    let file = |name: &str| layers.iter().find_map(|files| files.get(name).cloned());
+    assert_eq!(file("default-mode.txt").as_deref(), Some(&b"600 0 0\n"[..]));
+    assert_eq!(
+        file("git-mode.txt").as_deref(),
+        Some(&b"660 1000 1000\n"[..])
+    );
+    assert_eq!(file("done.txt").as_deref(), Some(&b"done\n"[..]));
+    for files in &layers {
+        assert!(
+            !files.keys().any(|f| f.contains("ssh_agent")
+                || f.contains("git.sock")
+                || f.trim_end_matches('/') == "dev/log"),
+            "{:?}",
+            files.keys()
+        );
+    }
+    assert_eq!(leftovers(&root), Vec::<String>::new());
+}
+
+#[test]
+fn a_missing_required_ssh_agent_fails_its_step_and_an_optional_one_is_skipped() {
+    require_tool("/usr/sbin/runc", "runc");
+    let (work, root, base) = work_with_base("mounts-base");
+    let context = work.path().join("context");
+    write_context(
+        &context,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base}\n\
+                 RUN --mount=type=ssh test \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 && \
+                     test ! -e /run/buildkit/ssh_agent.0 && echo skipped > /skipped.txt\n"
+            ),
+        )],
+    );
+    berth(&root, &["build", context.to_str().unwrap()]);
+
+    fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             RUN true\n\
+             RUN --mount=type=ssh,id=deploy,required=true true\n"
+        ),
+    )
+    .unwrap();
+    let stderr = berth_fails(&root, &["build", context.to_str().unwrap()]);
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(
+        stderr.contains("no SSH key \"deploy\" forwarded from the client"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--ssh deploy"), "{stderr}");
+    // Given for another id, it still fails.
+    let agent = work.path().join("agent.sock");
+    let _received = fake_agent(&agent);
+    let other = format!("default={}", agent.display());
+    let stderr = berth_fails(
+        &root,
+        &["build", "--ssh", &other, context.to_str().unwrap()],
+    );
+    assert!(stderr.contains("no SSH key \"deploy\""), "{stderr}");
+
+    // A key file in place of an agent's socket.
+    let key = work.path().join("id_ed25519");
+    fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    let key_spec = format!("deploy={}", key.display());
+    let stderr = berth_fails(
+        &root,
+        &["build", "--ssh", &key_spec, context.to_str().unwrap()],
+    );
+    assert!(stderr.contains("--ssh"), "{stderr}");
+    assert!(
+        stderr.contains("only SSH agent sockets are supported"),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(&root), Vec::<String>::new());
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! - [`graph`]: the stage and step DAG, pruned to `--target`, with a stable identity per step;
 //! - [`lint`]: BuildKit's build checks, honouring the `# check=` directive;
 //! - [`context`]: `.dockerignore` and the walker over the build context;
+//! - [`cache`]: the build cache's keys and records, local and imported;
 //! - [`solver`]: runs the target's steps (RUN through `berth_runner::sandbox`, COPY from the
 //!   context, metadata into the image config), each step's snapshot diff a layer, and writes
 //!   the image into the local image store.
 
+pub mod cache;
 pub mod context;
 #[doc(hidden)]
 pub mod fuzz;

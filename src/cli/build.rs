@@ -52,6 +52,10 @@ pub struct BuildArgs {
     /// from an environment variable; may be repeated. Secrets never reach the image.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
+    /// An SSH agent socket for `RUN --mount=type=ssh`: `default` (or `ID`) for
+    /// `$SSH_AUTH_SOCK`, `ID=SOCKET` for another; may be repeated. Key files are not supported.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// The stage to build; the checks that BuildKit runs per stage then look only at the stages
     /// it needs.
     #[arg(long, value_name = "STAGE")]
@@ -79,6 +83,17 @@ pub struct BuildArgs {
     /// Pull every base image again, even those the local store has.
     #[arg(long)]
     pub pull: bool,
+    /// Run every step, taking nothing from the build cache (what the steps make is still
+    /// recorded for later builds).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run the steps of this stage whatever the cache holds; may be repeated.
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// How many steps may execute at once; independent stages run concurrently
+    /// [default: the number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -377,6 +392,14 @@ fn build_with(
         layer_sink,
         mounts_root: root.join("run-mounts"),
         secrets: solver::parse_secrets(&args.secrets).map_err(|e| anyhow!("--secret: {e}"))?,
+        jobs: args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n as usize,
+        ),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        cache_from: Vec::new(),
+        ssh: solver::parse_ssh(&args.ssh).map_err(|e| anyhow!("--ssh: {e}"))?,
     };
     let mut progress = |event: Progress<'_>| display.solver(event);
     let built = Solver::new(

@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile into the local image store (`--check` runs the build
     /// checks instead).
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Copy an image between registries, OCI layouts and archives (skopeo's location syntax).
     Copy(copy::CopyArgs),
     /// Inspect Dockerfiles as berth reads them.
@@ -49,7 +49,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Copy(args) => copy::run(args),
         Command::Dockerfile(cmd) => dockerfile::run(cmd),
         Command::Image(cmd) => images::run(cmd),

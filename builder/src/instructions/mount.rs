@@ -537,6 +537,25 @@ mod tests {
     }
 
     #[test]
+    fn ssh_defaults_and_keys() {
+        let m = mount("type=ssh").unwrap();
+        assert_eq!(m.kind, MountType::Ssh);
+        assert!(m.read_only);
+        assert!(!m.required);
+        assert_eq!((m.id.as_deref(), m.target.as_deref()), (None, None));
+        assert_eq!((m.mode, m.uid, m.gid), (None, None, None));
+        let m = mount("type=ssh,id=git,target=/agent,required=true,mode=0660,uid=1,gid=2").unwrap();
+        assert_eq!(m.id.as_deref(), Some("git"));
+        assert_eq!(m.target.as_deref(), Some("/agent"));
+        assert!(m.required);
+        assert_eq!((m.mode, m.uid, m.gid), (Some(0o660), Some(1), Some(2)));
+        assert!(matches!(
+            mount("type=ssh,size=1m"),
+            Err(MountError::KeyForType { kind: "ssh", .. })
+        ));
+    }
+
+    #[test]
     fn errors() {
         assert!(matches!(
             mount("type=nfs"),

@@ -45,9 +45,9 @@ use std::path::{Component, Path, PathBuf};
 
 use filetime::FileTime;
 
+use super::State;
 use super::add::{self, Compression};
 use super::root::StepRoot;
-use super::{State, target_platform};
 use crate::context::pattern::contains_wildcards;
 use crate::context::{
     Context, ContextError, Dockerignore, Entry, FileKind, FinalSymlink, PathPattern, Syntax,
@@ -60,7 +60,7 @@ const MAX_SYMLINKS: usize = 40;
 
 /// Extended attribute prefixes never copied: overlayfs reads them as its own markers, and an
 /// SELinux label belongs to the host that made the file, not to the image.
-const SKIPPED_XATTR_PREFIXES: [&[u8]; 3] =
+pub(super) const SKIPPED_XATTR_PREFIXES: [&[u8]; 3] =
     [b"trusted.overlay.", b"user.overlay.", b"security.selinux"];
 
 /// Resolves `path` (absolute, inside the container) under `root`, following every symlink
@@ -147,7 +147,7 @@ impl Tree {
         })
     }
 
-    fn host_path(&self, entry: &Entry) -> PathBuf {
+    pub(super) fn host_path(&self, entry: &Entry) -> PathBuf {
         self.files.host_path(entry)
     }
 
@@ -161,7 +161,8 @@ impl Tree {
         }
     }
 
-    fn owner(&self, entry: &Entry) -> (u32, u32) {
+    /// The owner what is copied from `entry` gets without `--chown`.
+    pub(super) fn owner(&self, entry: &Entry) -> (u32, u32) {
         if self.reset_owner {
             (0, 0)
         } else {
@@ -607,42 +608,9 @@ impl Job<'_> {
         links: &mut Links,
         dirs: &mut Deferred,
     ) -> Result<(), String> {
-        let walk = tree
-            .files
-            .walk_dir(&dir.path.to_string_lossy())
-            .map_err(|e| e.to_string())?;
-        let mut skipped: Option<PathBuf> = None;
-        for item in walk {
-            let item = item.map_err(|e| e.to_string())?;
-            let rel = if dir.path == Path::new(".") {
-                item.path.clone()
-            } else {
-                item.path
-                    .strip_prefix(&dir.path)
-                    .map_err(|e| e.to_string())?
-                    .to_path_buf()
-            };
-            if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
-                continue;
-            }
-            if self.excluded(&rel.to_string_lossy(), item.is_dir()) {
-                if item.is_dir() {
-                    skipped = Some(rel);
-                }
-                continue;
-            }
-            self.place(tree, &item, &target_dir.join(&rel), links, dirs)?;
-        }
-        Ok(())
-    }
-
-    /// Whether `--exclude` leaves out `path` (relative to the source). A directory that an
-    /// exception could bring something back from is kept, and its contents decided one by one.
-    fn excluded(&self, path: &str, is_dir: bool) -> bool {
-        let Some(exclude) = &self.exclude else {
-            return false;
-        };
-        exclude.is_excluded(path) && !(is_dir && exclude.may_reinclude_below(path))
+        walk_contents(tree, dir, self.exclude.as_ref(), |rel, item| {
+            self.place(tree, item, &target_dir.join(rel), links, dirs)
+        })
     }
 
     /// `COPY --parents`: every entry below the pivot whose path matches the pattern (with
@@ -656,93 +624,34 @@ impl Job<'_> {
         if !fs::metadata(&dest_host).is_ok_and(|m| m.is_dir()) {
             return Err(format!("{} is not a directory", self.dest.display()));
         }
-        let pattern = PathPattern::new(&split.pattern, Syntax::Dockerignore)
-            .map_err(|e| format!("invalid source pattern {source:?}: {e}"))?;
-        let base = tree
-            .files
-            .resolve(&split.base, FinalSymlink::Follow)
-            .map_err(|e| cache_key_error(source, e))?;
         let mut links = Links::new();
         let mut dirs = Deferred::default();
-        let mut found = false;
-        if !base.is_dir() {
-            // A pivot that is a file: the file itself, by its name.
-            if pattern.matches(".") || split.pattern.is_empty() {
-                let name = entry_name(&base);
-                self.place(tree, &base, &dest_host.join(name), &mut links, &mut dirs)?;
-                found = true;
-            }
-        } else {
-            let walk = tree
-                .files
-                .walk_dir(&base.path.to_string_lossy())
-                .map_err(|e| e.to_string())?;
-            // Directories seen so far, by path below the pivot: the parents of a match.
-            let mut seen: HashMap<PathBuf, Entry> = HashMap::new();
-            let mut included: Option<PathBuf> = None;
-            let mut skipped: Option<PathBuf> = None;
-            for item in walk {
-                let item = item.map_err(|e| e.to_string())?;
-                let rel = if base.path == Path::new(".") {
-                    item.path.clone()
-                } else {
-                    item.path
-                        .strip_prefix(&base.path)
-                        .map_err(|e| e.to_string())?
-                        .to_path_buf()
-                };
-                if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
-                    continue;
-                }
-                let rel_str = rel.to_string_lossy().into_owned();
-                if self.excluded(&rel_str, item.is_dir()) {
-                    if item.is_dir() {
-                        skipped = Some(rel);
-                    }
-                    continue;
-                }
-                let inside = included.as_ref().is_some_and(|i| rel.starts_with(i));
-                if !inside {
-                    included = None;
-                    if !pattern.matches(&rel_str) {
-                        if item.is_dir() {
-                            if pattern.may_match_with_prefix(&format!("{rel_str}/")) {
-                                seen.insert(rel.clone(), item);
-                            } else {
-                                skipped = Some(rel);
-                            }
-                        }
-                        continue;
-                    }
-                    found = true;
-                    // The directories between the pivot and the match.
-                    let mut parents: Vec<&Path> = rel.ancestors().skip(1).collect();
-                    parents.reverse();
-                    for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
-                        let target = dest_host.join(parent);
-                        match fs::symlink_metadata(&target) {
-                            Ok(md) if md.is_dir() => {}
-                            _ => {
-                                let Some(dir) = seen.get(parent) else {
-                                    return Err(format!(
-                                        "{}: parent directory not found in the source",
-                                        parent.display()
-                                    ));
-                                };
-                                self.place(tree, dir, &target, &mut links, &mut dirs)?;
-                            }
+        walk_parents(
+            tree,
+            source,
+            split,
+            self.exclude.as_ref(),
+            |selected| match selected {
+                ParentsEntry::Parent(parent, dir) => {
+                    let target = dest_host.join(parent);
+                    match fs::symlink_metadata(&target) {
+                        Ok(md) if md.is_dir() => Ok(()),
+                        _ => {
+                            let Some(dir) = dir else {
+                                return Err(format!(
+                                    "{}: parent directory not found in the source",
+                                    parent.display()
+                                ));
+                            };
+                            self.place(tree, dir, &target, &mut links, &mut dirs)
                         }
                     }
-                    if item.is_dir() {
-                        included = Some(rel.clone());
-                    }
                 }
-                self.place(tree, &item, &dest_host.join(&rel), &mut links, &mut dirs)?;
-            }
-        }
-        if !found && !contains_wildcards(&split.pattern) {
-            return Err(format!("failed to compute cache key: {source:?} not found"));
-        }
+                ParentsEntry::Entry(rel, item) => {
+                    self.place(tree, item, &dest_host.join(rel), &mut links, &mut dirs)
+                }
+            },
+        )?;
         self.finish(dirs)
     }
 
@@ -921,6 +830,150 @@ impl Job<'_> {
     }
 }
 
+/// Whether `--exclude` (`exclude`) leaves out `path` (relative to the source). A directory that
+/// an exception could bring something back from is kept, and its contents decided one by one.
+fn excluded(exclude: Option<&Dockerignore>, path: &str, is_dir: bool) -> bool {
+    let Some(exclude) = exclude else {
+        return false;
+    };
+    exclude.is_excluded(path) && !(is_dir && exclude.may_reinclude_below(path))
+}
+
+/// Visits what a copy of the directory `dir`'s contents writes: every entry below it in `tree`,
+/// in walk order, each with its path below `dir`, less what `--exclude` leaves out. Both the
+/// copy and the checksum of a step's sources (`super::checksum`) select this way.
+pub(super) fn walk_contents(
+    tree: &Tree,
+    dir: &Entry,
+    exclude: Option<&Dockerignore>,
+    mut visit: impl FnMut(&Path, &Entry) -> Result<(), String>,
+) -> Result<(), String> {
+    let walk = tree
+        .files
+        .walk_dir(&dir.path.to_string_lossy())
+        .map_err(|e| e.to_string())?;
+    let mut skipped: Option<PathBuf> = None;
+    for item in walk {
+        let item = item.map_err(|e| e.to_string())?;
+        let rel = if dir.path == Path::new(".") {
+            item.path.clone()
+        } else {
+            item.path
+                .strip_prefix(&dir.path)
+                .map_err(|e| e.to_string())?
+                .to_path_buf()
+        };
+        if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
+            continue;
+        }
+        if excluded(exclude, &rel.to_string_lossy(), item.is_dir()) {
+            if item.is_dir() {
+                skipped = Some(rel);
+            }
+            continue;
+        }
+        visit(&rel, &item)?;
+    }
+    Ok(())
+}
+
+/// What a `--parents` source puts in place, by its path below the pivot.
+pub(super) enum ParentsEntry<'a> {
+    /// A directory between the pivot and a match, met just before the match, which needs it in
+    /// place; `None` when the walk has not seen it.
+    Parent(&'a Path, Option<&'a Entry>),
+    /// A match, or an entry below a matching directory.
+    Entry(&'a Path, &'a Entry),
+}
+
+/// Visits what the `--parents` source `source` (split at its pivot) of `tree` puts in place, in
+/// walk order, less what `--exclude` leaves out: every entry below the pivot whose path matches
+/// the pattern, with everything below a matching directory, each match preceded by the
+/// directories between the pivot and it. A pivot that is a file is the file itself, by its
+/// name. A source without wildcards that matches nothing is an error.
+pub(super) fn walk_parents(
+    tree: &Tree,
+    source: &str,
+    split: &ParentsSource,
+    exclude: Option<&Dockerignore>,
+    mut visit: impl FnMut(ParentsEntry<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let pattern = PathPattern::new(&split.pattern, Syntax::Dockerignore)
+        .map_err(|e| format!("invalid source pattern {source:?}: {e}"))?;
+    let base = tree
+        .files
+        .resolve(&split.base, FinalSymlink::Follow)
+        .map_err(|e| cache_key_error(source, e))?;
+    let mut found = false;
+    if !base.is_dir() {
+        // A pivot that is a file: the file itself, by its name.
+        if pattern.matches(".") || split.pattern.is_empty() {
+            let name = entry_name(&base);
+            visit(ParentsEntry::Entry(Path::new(&name), &base))?;
+            found = true;
+        }
+    } else {
+        let walk = tree
+            .files
+            .walk_dir(&base.path.to_string_lossy())
+            .map_err(|e| e.to_string())?;
+        // Directories seen so far, by path below the pivot: the parents of a match.
+        let mut seen: HashMap<PathBuf, Entry> = HashMap::new();
+        let mut included: Option<PathBuf> = None;
+        let mut skipped: Option<PathBuf> = None;
+        for item in walk {
+            let item = item.map_err(|e| e.to_string())?;
+            let rel = if base.path == Path::new(".") {
+                item.path.clone()
+            } else {
+                item.path
+                    .strip_prefix(&base.path)
+                    .map_err(|e| e.to_string())?
+                    .to_path_buf()
+            };
+            if skipped.as_ref().is_some_and(|s| rel.starts_with(s)) {
+                continue;
+            }
+            let rel_str = rel.to_string_lossy().into_owned();
+            if excluded(exclude, &rel_str, item.is_dir()) {
+                if item.is_dir() {
+                    skipped = Some(rel);
+                }
+                continue;
+            }
+            let inside = included.as_ref().is_some_and(|i| rel.starts_with(i));
+            if !inside {
+                included = None;
+                if !pattern.matches(&rel_str) {
+                    if item.is_dir() {
+                        if pattern.may_match_with_prefix(&format!("{rel_str}/")) {
+                            seen.insert(rel.clone(), item);
+                        } else {
+                            skipped = Some(rel);
+                        }
+                    }
+                    continue;
+                }
+                found = true;
+                // The directories between the pivot and the match.
+                let mut parents: Vec<&Path> = rel.ancestors().skip(1).collect();
+                parents.reverse();
+                for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+                    visit(ParentsEntry::Parent(parent, seen.get(parent)))?;
+                }
+                if item.is_dir() {
+                    included = Some(rel.clone());
+                }
+            }
+            visit(ParentsEntry::Entry(&rel, &item))?;
+        }
+    }
+    if !found && !contains_wildcards(&split.pattern) {
+        return Err(format!("failed to compute cache key: {source:?} not found"));
+    }
+    Ok(())
+}
+
 /// Sets access and modification time of `path` (not following a symlink).
 pub(super) fn set_times(path: &Path, t: Timestamp) -> io::Result<()> {
     let ft = FileTime::from_unix_time(t.secs, t.nanos);
@@ -978,21 +1031,24 @@ fn destination(workdir: Option<&str>, dest: &str, items: usize) -> (PathBuf, boo
 
 /// What a step copies, gathered before anything is written.
 #[derive(Default)]
-struct Gathered {
-    trees: Vec<Tree>,
-    items: Vec<Item>,
+pub(super) struct Gathered {
+    /// The trees the items are in.
+    pub(super) trees: Vec<Tree>,
+    /// What is put in place, in order.
+    pub(super) items: Vec<Item>,
     /// Directories the step filled (downloads, here-documents), removed when it is done.
     scratch: Vec<tempfile::TempDir>,
 }
 
 impl Gathered {
-    fn tree(&mut self, tree: Tree) -> usize {
+    /// Adds `tree`; returns its index.
+    pub(super) fn tree(&mut self, tree: Tree) -> usize {
         self.trees.push(tree);
         self.trees.len() - 1
     }
 
     /// The matches of `source` in `trees[tree]`, wildcard matches filtered by `--exclude`.
-    fn add_source(
+    pub(super) fn add_source(
         &mut self,
         tree: usize,
         source: &str,
@@ -1048,7 +1104,8 @@ pub(super) fn scratch_dir(scratch_root: &Path) -> Result<tempfile::TempDir, Stri
         .map_err(|e| format!("{}: {e}", scratch_root.display()))
 }
 
-fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> {
+/// The `--exclude` patterns, as one ignore file; `None` without any.
+pub(super) fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> {
     if exclude.is_empty() {
         return Ok(None);
     }
@@ -1060,7 +1117,7 @@ fn exclude_patterns(exclude: &[String]) -> Result<Option<Dockerignore>, String> 
 impl super::Solver<'_> {
     /// `COPY`: from the context, a stage or an image, and here-documents.
     pub(super) fn copy(
-        &mut self,
+        &self,
         lowered: &Lowered,
         state: &mut State,
         copy: &Copy,
@@ -1068,19 +1125,10 @@ impl super::Solver<'_> {
         let from = match &copy.from {
             None | Some(FromRef::Context) => None,
             Some(FromRef::Scratch) => Some(Vec::new()),
-            Some(FromRef::Stage(i)) => Some(
-                self.solve_stage(lowered, *i)
-                    .map_err(|e| e.to_string())?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
-            Some(FromRef::Image(name)) => Some(
-                self.base_image(name, &target_platform(lowered))?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
+            Some(FromRef::Stage(i)) => Some(self.stage_source(*i)?.config.rootfs.diff_ids),
+            Some(FromRef::Image(name)) => {
+                Some(self.image_source(lowered, name)?.config.rootfs.diff_ids)
+            }
         };
         let step_root = StepRoot::prepare(&self.snapshots, "copy", state.config.diff_ids())?;
         let root = step_root.path().to_path_buf();
@@ -1133,7 +1181,7 @@ impl super::Solver<'_> {
 
     /// `ADD`: local files (archives unpacked), http(s) URLs (downloaded, checked against
     /// `--checksum`) and here-documents.
-    pub(super) fn add(&mut self, state: &mut State, add: &Add) -> Result<(), String> {
+    pub(super) fn add(&self, state: &mut State, add: &Add) -> Result<(), String> {
         let checksum = add
             .checksum
             .as_deref()

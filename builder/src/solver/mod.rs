@@ -1,11 +1,13 @@
-//! The build executor: runs the steps of the target stage and writes the image.
+//! The build executor: runs the stages the target needs and writes the image.
 //!
-//! For now the stages the target needs run one after the other, each step in order:
+//! Stages run on threads of their own, each as soon as the stages it reads from are built
+//! (`FROM <stage>`, `COPY --from`, `RUN --mount=from=`, from [`Graph`]); a stage's steps run in
+//! order, and at most [`SolveOptions::jobs`] steps execute at once.
 //! - `FROM scratch` starts from BuildKit's empty config (`PATH`, working directory `/`);
-//!   `FROM <image>` resolves the image in the local [`ImageStore`], extracts its layers into the
-//!   [`SnapshotStore`] (once per diff_id) and starts from its config; `FROM <stage>` starts from
-//!   that stage's result. Either way the base's `ONBUILD` triggers leave the config (lowering
-//!   made them the stage's first steps);
+//!   `FROM <image>` resolves the image in the local [`ImageStore`] and starts from its config;
+//!   `FROM <stage>` starts from that stage's result. Either way the base's `ONBUILD` triggers
+//!   leave the config (lowering made them the stage's first steps). Layers are extracted into
+//!   the [`SnapshotStore`] (once per diff_id) only when a step that runs needs them;
 //! - `ENV`, `LABEL`, `USER`, `EXPOSE`, `VOLUME`, `ENTRYPOINT`, `CMD`, `SHELL`, `STOPSIGNAL`,
 //!   `HEALTHCHECK`, `MAINTAINER` and `ARG` change the config and add a history entry with
 //!   `empty_layer: true`; `ONBUILD` changes the config only. The history text is BuildKit's
@@ -15,7 +17,14 @@
 //! - `RUN` runs in the sandbox on an overlay of the step's parents with a fresh upper
 //!   directory (or a copy of them where overlayfs is unavailable), and the upper directory is
 //!   the layer;
-//! - `COPY` copies from the build context into a copy of the parents, whose diff is the layer.
+//! - `COPY` and `ADD` write through an overlay of the parents (see `root.rs`), whose upper
+//!   directory is the layer.
+//!
+//! Every step has a cache key ([`crate::cache`]): before it runs, the solver looks for its
+//! result in this build, the local cache, then the imported caches, and takes the state it
+//! recorded when there is one (progress reports it `CACHED`). Identical steps of several
+//! stages run once: the others wait for its key and take its result. What a step makes is
+//! recorded under its key.
 //!
 //! Every layer lands in a [`Staging`] area of the image store, and is handed at once to
 //! [`SolveOptions::layer_sink`] when there is one (so that a push can upload it while later
@@ -26,16 +35,21 @@
 //! when dropped, and the sandbox unmounts whatever happens.
 
 mod add;
+mod checksum;
 mod copy;
 mod history;
 mod root;
 mod run;
 
-pub use run::{MAX_SECRET_SIZE, SecretSource, parse_secret, parse_secrets};
+pub use run::{
+    MAX_SECRET_SIZE, SecretSource, parse_secret, parse_secrets, parse_ssh, parse_ssh_spec,
+};
 mod workdir;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use berth_layerstore::content::Provider;
@@ -49,9 +63,13 @@ use berth_layerstore::layer::LayerOptions;
 use berth_layerstore::snapshot::{Active, Lease, SnapshotStore};
 use berth_runner::sandbox::Sandbox;
 
+use crate::cache::{
+    CacheKey, CacheSource, CacheSources, KeyHasher, LocalCache, Record, UsedRecord,
+};
 use crate::context::Context;
+use crate::graph::Graph;
 use crate::instructions::Command;
-use crate::instructions::{BaseImage, BaseRef, CommandLine, HealthcheckKind, Lowered};
+use crate::instructions::{BaseImage, BaseRef, CommandLine, FromRef, HealthcheckKind, Lowered};
 use crate::parser::Span;
 
 /// The media type of the configs the solver writes.
@@ -114,9 +132,8 @@ pub enum Progress<'a> {
         /// The layer the step made, for steps that make one (its size is what the progress
         /// displays show).
         layer: Option<&'a Descriptor>,
-        /// Whether the step's result came from the cache instead of being built. Always
-        /// `false` until the solver has a cache; displays already print BuildKit's `CACHED`
-        /// for it.
+        /// Whether the step's result came from the cache instead of being built: displays
+        /// print BuildKit's `CACHED` for it.
         cached: bool,
     },
 }
@@ -146,6 +163,20 @@ pub struct SolveOptions {
     pub mounts_root: PathBuf,
     /// The build secrets (`--secret`) by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// The SSH agent sockets (`--ssh`) by id, for `RUN --mount=type=ssh`: each step that
+    /// mounts one gets a socket of its own forwarding to it ([`parse_ssh`] reads the flags).
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// How many steps may execute at once (`--jobs`); stages run concurrently as soon as the
+    /// stages they read from are built.
+    pub jobs: usize,
+    /// Run every step, taking nothing from any cache (`--no-cache`). Results are still
+    /// recorded.
+    pub no_cache: bool,
+    /// The stages (by name, any case) whose steps run whatever the caches hold
+    /// (`--no-cache-filter`).
+    pub no_cache_filter: Vec<String>,
+    /// Imported caches (`--cache-from`), looked up after the local one.
+    pub cache_from: CacheSources,
 }
 
 impl SolveOptions {
@@ -189,9 +220,12 @@ pub struct Built {
     pub created: Option<String>,
     /// The names the image was recorded under in the store (normalized).
     pub names: Vec<String>,
+    /// The cache record of every step of the build, whether it ran or came from a cache,
+    /// for `--cache-to`.
+    pub cache: Vec<UsedRecord>,
 }
 
-/// A stage's state while it is built.
+/// A stage's state while it is built: what the cache records after each step.
 #[derive(Debug, Clone)]
 struct State {
     config: ImageConfig,
@@ -215,6 +249,27 @@ impl State {
             shell,
             cmd_set: false,
             build_args: Vec::new(),
+        }
+    }
+
+    fn from_record(record: Record) -> Self {
+        State {
+            config: record.config,
+            layers: record.layers,
+            shell: record.shell,
+            cmd_set: record.cmd_set,
+            build_args: record.build_args,
+        }
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            version: crate::cache::CACHE_VERSION,
+            config: self.config.clone(),
+            layers: self.layers.clone(),
+            shell: self.shell.clone(),
+            cmd_set: self.cmd_set,
+            build_args: self.build_args.clone(),
         }
     }
 
@@ -246,7 +301,8 @@ pub fn base_images(
 ) -> BTreeMap<String, BaseImage> {
     let mut bases = BTreeMap::new();
     for name in lowered.base_image_names() {
-        let Ok((config, _)) = load_image(store, name, normalize, &target_platform(lowered)) else {
+        let Ok((config, _, _)) = load_image(store, name, normalize, &target_platform(lowered))
+        else {
             continue;
         };
         let container = config.config.unwrap_or_default();
@@ -278,13 +334,13 @@ fn target_platform(lowered: &Lowered) -> berth_layerstore::image::Platform {
     config.platform()
 }
 
-/// Reads an image of the store: its config and layer descriptors.
+/// Reads an image of the store: its config, layer descriptors and config digest.
 fn load_image(
     store: &ImageStore,
     name: &str,
     normalize: &dyn Fn(&str) -> Option<String>,
     platform: &berth_layerstore::image::Platform,
-) -> Result<(ImageConfig, Vec<Descriptor>), SolveError> {
+) -> Result<(ImageConfig, Vec<Descriptor>, Digest), SolveError> {
     let setup = |e: &dyn std::fmt::Display| SolveError::Setup(format!("{name}: {e}"));
     let resolved = store.resolve(name, normalize).map_err(|e| setup(&e))?;
     let content = store.content();
@@ -307,30 +363,91 @@ fn load_image(
     )
     .map_err(|e| setup(&e))?;
     let config = ImageConfig::from_slice(&bytes, name).map_err(|e| setup(&e))?;
-    Ok((config, manifest.layers()))
+    Ok((config, manifest.layers(), digest))
 }
-
 fn descriptor_digest(desc: &Descriptor) -> Result<Digest, berth_layerstore::image::ImageError> {
     berth_layerstore::image::descriptor_digest(desc)
 }
 
-/// The executor of one build.
+/// How many steps may execute at once: a counting semaphore over `--jobs`.
+struct Jobs {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Jobs {
+    fn new(n: usize) -> Self {
+        Jobs {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> JobPermit<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        JobPermit(self)
+    }
+}
+
+struct JobPermit<'a>(&'a Jobs);
+
+impl Drop for JobPermit<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Locks `m`, whatever a panicking holder left: the solver's shared state stays consistent
+/// at every unlock, and a panic fails the build anyway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a step runs: its stage, its progress vertex, and whether the caches may serve it.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    stage: usize,
+    vertex: usize,
+    no_cache: bool,
+}
+
+/// A stage's result: its state and the cache key of its last step.
+#[derive(Debug, Clone)]
+struct Solved {
+    state: State,
+    key: CacheKey,
+}
+
+/// The executor of one build. Its methods take `&self`: the stages of a build run on threads
+/// of their own (see [`Solver::build`]), and share the solver.
 pub struct Solver<'a> {
     store: &'a ImageStore,
     snapshots: SnapshotStore,
     sandbox: Sandbox,
     context: &'a Context,
     source: &'a str,
-    normalize: &'a dyn Fn(&str) -> Option<String>,
+    normalize: &'a (dyn Fn(&str) -> Option<String> + Sync),
     staging: Staging,
-    leases: Vec<Lease>,
+    leases: Mutex<Vec<Lease>>,
     /// The stages built so far, by index.
-    stages: BTreeMap<usize, State>,
-    progress: &'a mut dyn FnMut(Progress<'_>),
-    vertex: usize,
+    stages: Mutex<BTreeMap<usize, Solved>>,
+    progress: Mutex<&'a mut (dyn FnMut(Progress<'_>) + Send)>,
+    vertex: AtomicUsize,
     options: SolveOptions,
-    /// The layer of the step running now, once it has one: [`Progress::Done`] reports it.
-    last_layer: Option<Descriptor>,
+    cache: LocalCache,
+    jobs: Jobs,
+    /// One lock per cache key being looked up or built: identical steps of several stages
+    /// run once, the others wait and take its result.
+    in_flight: Mutex<HashMap<CacheKey, Arc<Mutex<()>>>>,
+    /// What each key this build looked up or built gave, and in which stage.
+    used: Mutex<Vec<UsedRecord>>,
+    /// The layers handed to [`SolveOptions::layer_sink`] so far.
+    sent: Mutex<HashSet<Digest>>,
 }
 
 impl<'a> Solver<'a> {
@@ -340,9 +457,9 @@ impl<'a> Solver<'a> {
         store: &'a ImageStore,
         context: &'a Context,
         source: &'a str,
-        normalize: &'a dyn Fn(&str) -> Option<String>,
+        normalize: &'a (dyn Fn(&str) -> Option<String> + Sync),
         options: SolveOptions,
-        progress: &'a mut dyn FnMut(Progress<'_>),
+        progress: &'a mut (dyn FnMut(Progress<'_>) + Send),
     ) -> Result<Self, SolveError> {
         let snapshots = SnapshotStore::open(&options.snapshot_root)
             .map_err(|e| SolveError::Setup(format!("opening the snapshot store: {e}")))?;
@@ -356,6 +473,7 @@ impl<'a> Solver<'a> {
         let staging = store
             .staging()
             .map_err(|e| SolveError::Setup(format!("opening a staging area: {e}")))?;
+        let jobs = Jobs::new(options.jobs);
         Ok(Solver {
             store,
             snapshots,
@@ -364,43 +482,104 @@ impl<'a> Solver<'a> {
             source,
             normalize,
             staging,
-            leases: Vec::new(),
-            stages: BTreeMap::new(),
-            progress,
-            vertex: 0,
+            leases: Mutex::new(Vec::new()),
+            stages: Mutex::new(BTreeMap::new()),
+            progress: Mutex::new(progress),
+            vertex: AtomicUsize::new(0),
+            cache: LocalCache::new(store),
+            jobs,
             options,
-            last_layer: None,
+            in_flight: Mutex::new(HashMap::new()),
+            used: Mutex::new(Vec::new()),
+            sent: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Builds the target stage of `lowered` and records the image.
-    pub fn build(mut self, lowered: &Lowered) -> Result<Built, SolveError> {
-        let state = self.solve_stage(lowered, lowered.target)?;
+    /// Builds the target stage of `lowered` and records the image. The stages the target
+    /// needs run on threads of their own as soon as the stages they read from are built
+    /// (their steps in order); at most [`SolveOptions::jobs`] steps execute at once. After a
+    /// failure no stage starts, and the build ends once the running ones are over.
+    pub fn build(self, lowered: &Lowered) -> Result<Built, SolveError> {
+        let graph = Graph::build(lowered, None).map_err(|e| SolveError::Setup(e.to_string()))?;
+        let mut failure: Option<SolveError> = None;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut done = BTreeSet::new();
+            let mut started = BTreeSet::new();
+            loop {
+                if failure.is_none() {
+                    for index in graph.ready(&done) {
+                        if !started.insert(index) {
+                            continue;
+                        }
+                        let tx = tx.clone();
+                        let (solver, graph) = (&self, &graph);
+                        scope.spawn(move || {
+                            let result = solver.solve_stage(lowered, graph, index);
+                            let _ = tx.send((index, result));
+                        });
+                    }
+                }
+                if started.len() == done.len() {
+                    break;
+                }
+                let Ok((index, result)) = rx.recv() else {
+                    break;
+                };
+                done.insert(index);
+                if let Err(e) = result {
+                    failure.get_or_insert(e);
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let solved = self
+            .finished(lowered.target)
+            .map_err(|e| SolveError::Setup(format!("the target stage: {e}")))?;
         let vertex = self.start("exporting to image");
         let t = Instant::now();
-        let built = self.write_image(&state).inspect_err(|e| {
-            (self.progress)(Progress::Error {
+        let mut built = self.write_image(&solved.state).inspect_err(|e| {
+            self.emit(Progress::Error {
                 vertex,
                 message: &e.to_string(),
             });
         })?;
-        self.done(vertex, t);
+        self.done(vertex, t, None, false);
+        built.cache = std::mem::take(&mut *lock(&self.used));
         Ok(built)
     }
 
-    fn solve_stage(&mut self, lowered: &Lowered, index: usize) -> Result<State, SolveError> {
-        if let Some(state) = self.stages.get(&index) {
-            return Ok(state.clone());
-        }
+    /// The result of stage `index`, built already (the scheduler starts a stage once those
+    /// it reads from are done).
+    fn finished(&self, index: usize) -> Result<Solved, String> {
+        lock(&self.stages)
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| format!("stage {index} is not built"))
+    }
+
+    fn solve_stage(
+        &self,
+        lowered: &Lowered,
+        graph: &Graph,
+        index: usize,
+    ) -> Result<(), SolveError> {
         let stage = &lowered.stages[index];
-        let platform = &lowered.target_platform;
+        let node = graph
+            .stage(index)
+            .ok_or_else(|| SolveError::Setup(format!("stage {index} is not in the graph")))?;
         let steps: Vec<&Command> = stage.steps().collect();
         let total = steps.len() + 1;
         let name = stage.display_name();
         let from_line = self.line_text(&stage.span);
+        let mut base_key = KeyHasher::new("base");
+        base_key.bytes(node.base_id.as_bytes());
         let mut state = match &stage.base {
             BaseRef::Scratch => {
                 // BuildKit's empty image: PATH and the working directory `/`.
+                let platform = &node.platform;
                 let mut c = ImageConfig::new(&platform.os, &platform.architecture);
                 if !platform.variant.is_empty() {
                     c.variant = Some(platform.variant.clone());
@@ -416,97 +595,313 @@ impl<'a> Solver<'a> {
                 });
                 State::new(c, Vec::new(), Vec::new())
             }
-            BaseRef::Stage(i) => self.solve_stage(lowered, *i)?,
+            BaseRef::Stage(i) => {
+                let solved = self.finished(*i).map_err(SolveError::Setup)?;
+                base_key.key(&solved.key);
+                solved.state
+            }
             BaseRef::Image(image) => {
                 let vertex = self.start(&format!("[{name} 1/{total}] {from_line}"));
                 let t = Instant::now();
-                let state = match self.base_image(image, &target_platform(lowered)) {
-                    Ok(state) => state,
+                let (state, config_digest) = match self.base_image(image, &target_platform(lowered))
+                {
+                    Ok(base) => base,
                     Err(message) => {
-                        (self.progress)(Progress::Error {
+                        self.emit(Progress::Error {
                             vertex,
                             message: &message,
                         });
                         return Err(self.step_error(&stage.span, message));
                     }
                 };
-                self.done(vertex, t);
+                base_key.str(&config_digest.to_string());
+                self.done(vertex, t, None, false);
                 state
             }
         };
         state.start_stage();
-        for (i, command) in steps.iter().enumerate() {
+        let mut key = base_key.finish();
+        let no_cache = self.options.no_cache
+            || self.options.no_cache_filter.iter().any(|s| {
+                stage
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
+            });
+        for (i, (command, step)) in steps.iter().zip(&node.steps).enumerate() {
             let label = format!(
                 "[{name} {}/{total}] {}",
                 i + 2,
                 self.line_text(command.span())
             );
-            // The step's own vertex: a stage it builds first (`COPY --from`) adds others.
-            let vertex = self.vertex + 1;
-            if let Err(message) = self.step(lowered, command, &label, &mut state) {
-                (self.progress)(Progress::Error {
-                    vertex,
-                    message: &message,
-                });
-                return Err(self.step_error(command.span(), message));
+            let vertex = self.start(&label);
+            let t = Instant::now();
+            let parents = state.layers.len();
+            let at = At {
+                stage: index,
+                vertex,
+                no_cache,
+            };
+            let outcome = self.step(lowered, step, command, &mut state, key, at);
+            match outcome {
+                Ok((next, cached)) => {
+                    key = next;
+                    let layer = state.layers.get(parents..).and_then(|l| l.last());
+                    self.done(vertex, t, layer, cached);
+                }
+                Err(message) => {
+                    self.emit(Progress::Error {
+                        vertex,
+                        message: &message,
+                    });
+                    return Err(self.step_error(command.span(), message));
+                }
             }
         }
-        self.stages.insert(index, state.clone());
-        Ok(state)
+        lock(&self.stages).insert(index, Solved { state, key });
+        Ok(())
     }
 
+    /// An image of the store as a stage's starting state, and its config's digest. Its layers
+    /// are extracted when a step needs them ([`Solver::ensure_snapshots`]).
     fn base_image(
-        &mut self,
+        &self,
         image: &str,
         platform: &berth_layerstore::image::Platform,
-    ) -> Result<State, String> {
-        let (mut config, layers) =
+    ) -> Result<(State, Digest), String> {
+        let (mut config, layers, config_digest) =
             load_image(self.store, image, self.normalize, platform).map_err(|e| e.to_string())?;
-        let diff_ids = config.rootfs.diff_ids.clone();
-        if diff_ids.len() != layers.len() {
+        if config.rootfs.diff_ids.len() != layers.len() {
             return Err(format!(
                 "{image}: {} layers but {} diff_ids",
                 layers.len(),
-                diff_ids.len()
+                config.rootfs.diff_ids.len()
             ));
         }
-        for (layer, diff_id) in layers.iter().zip(&diff_ids) {
-            if self.snapshots.exists(diff_id) {
-                continue;
-            }
-            let digest = descriptor_digest(layer).map_err(|e| e.to_string())?;
-            let reader = self
-                .store
-                .content()
-                .read(&digest, None)
-                .map_err(|e| format!("{image}: {e}"))?;
-            self.snapshots
-                .extract(diff_id, reader)
-                .map_err(|e| format!("{image}: {e}"))?;
-        }
-        let lease = self
-            .snapshots
-            .lease(&diff_ids)
-            .map_err(|e| format!("{image}: {e}"))?;
-        self.leases.push(lease);
         let shell = config
             .config
             .as_ref()
             .and_then(|c| c.shell.clone())
             .unwrap_or_default();
+        config.history.get_or_insert_with(Vec::new);
         config.created = None;
-        Ok(State::new(config, layers, shell))
+        Ok((State::new(config, layers, shell), config_digest))
     }
 
-    fn step(
-        &mut self,
+    /// Extracts the snapshots of `state`'s layers that the snapshot store lacks, and keeps
+    /// them all from being pruned while the build lasts. A cached step or a base image
+    /// leaves them unextracted until a step that runs needs them.
+    fn ensure_snapshots(&self, state: &State) -> Result<(), String> {
+        let diff_ids = state.config.diff_ids();
+        for (layer, diff_id) in state.layers.iter().zip(diff_ids) {
+            if self.snapshots.exists(diff_id) {
+                continue;
+            }
+            let digest = descriptor_digest(layer).map_err(|e| e.to_string())?;
+            let reader = self
+                .staging
+                .read(&digest, None)
+                .map_err(|e| format!("layer {digest}: {e}"))?;
+            self.snapshots
+                .extract(diff_id, reader)
+                .map_err(|e| format!("layer {digest}: {e}"))?;
+        }
+        let lease = self
+            .snapshots
+            .lease(diff_ids)
+            .map_err(|e| format!("keeping the snapshots of the step's parents: {e}"))?;
+        lock(&self.leases).push(lease);
+        Ok(())
+    }
+
+    /// The state of stage `i` for a step that reads it, its snapshots extracted.
+    fn stage_source(&self, i: usize) -> Result<State, String> {
+        let state = self.finished(i)?.state;
+        self.ensure_snapshots(&state)?;
+        Ok(state)
+    }
+
+    /// The state of image `name` for a step that reads it, its snapshots extracted.
+    fn image_source(&self, lowered: &Lowered, name: &str) -> Result<State, String> {
+        let (state, _) = self.base_image(name, &target_platform(lowered))?;
+        self.ensure_snapshots(&state)?;
+        Ok(state)
+    }
+
+    /// The cache key of `command` on `parent`, or `None` when it cannot be known before the
+    /// step runs (see the [`crate::cache`] docs). A source that cannot be read gives `None`
+    /// too: the step then runs and reports it.
+    fn step_key(
+        &self,
         lowered: &Lowered,
+        step: &crate::graph::Step,
         command: &Command,
-        label: &str,
+        parent: CacheKey,
+    ) -> Result<Option<CacheKey>, String> {
+        let mut h = KeyHasher::new("step");
+        h.key(&parent).bytes(step.id.as_bytes());
+        for dep in &step.deps {
+            h.key(&self.finished(*dep)?.key);
+        }
+        for from in command.sources() {
+            if let FromRef::Image(name) = from {
+                let platform = target_platform(lowered);
+                match load_image(self.store, name, self.normalize, &platform) {
+                    Ok((_, _, digest)) => h.str(&digest.to_string()),
+                    Err(_) => return Ok(None),
+                };
+            }
+        }
+        let from_context = |from: &Option<FromRef>| matches!(from, None | Some(FromRef::Context));
+        let sum = match command {
+            Command::Copy(c) if from_context(&c.from) && !c.sources.is_empty() => Some(
+                checksum::context_sources(self.context, &c.sources, c.parents, &c.exclude),
+            ),
+            Command::Add(a) => {
+                if a.checksum.is_none() && a.sources.iter().any(|s| add::is_url(s)) {
+                    return Ok(None);
+                }
+                Some(checksum::context_sources(
+                    self.context,
+                    &a.sources,
+                    false,
+                    &a.exclude,
+                ))
+            }
+            _ => None,
+        };
+        if let Some(sum) = sum {
+            match sum {
+                Ok(sum) => h.bytes(&sum),
+                Err(_) => return Ok(None),
+            };
+        }
+        if let Command::Run(run) = command {
+            for m in &run.mounts {
+                if m.kind == crate::instructions::MountType::Bind && from_context(&m.from_ref) {
+                    match checksum::context_path(self.context, m.source.as_deref().unwrap_or("/")) {
+                        Ok(sum) => h.bytes(&sum),
+                        Err(_) => return Ok(None),
+                    };
+                }
+            }
+        }
+        Ok(Some(h.finish()))
+    }
+
+    /// Runs one step on `state`, or takes its result from the cache. Returns the step's key
+    /// and whether the result came from the cache. The result is in [`Solver::used`] before
+    /// the key's lock is released, so that an identical step waiting for it finds it.
+    fn step(
+        &self,
+        lowered: &Lowered,
+        step: &crate::graph::Step,
+        command: &Command,
+        state: &mut State,
+        parent: CacheKey,
+        at: At,
+    ) -> Result<(CacheKey, bool), String> {
+        let key = self.step_key(lowered, step, command, parent)?;
+        let slot = key.map(|k| {
+            lock(&self.in_flight)
+                .entry(k)
+                .or_insert_with(|| Arc::new(Mutex::new(())))
+                .clone()
+        });
+        let _building = slot.as_ref().map(|s| lock(s));
+        if let Some(key) = key
+            && let Some(record) = self.lookup(&key, at.no_cache)
+        {
+            *state = State::from_record(record.clone());
+            self.send_state_layer(state);
+            lock(&self.used).push(UsedRecord {
+                key,
+                record,
+                stage: at.stage,
+            });
+            return Ok((key, true));
+        }
+        let parents = state.layers.len();
+        self.execute(lowered, at.vertex, command, state)?;
+        let key = key.unwrap_or_else(|| {
+            // Keyed on its result, so that the steps after it can still hit.
+            let mut h = KeyHasher::new("result");
+            h.key(&parent).bytes(step.id.as_bytes());
+            for diff_id in state.config.diff_ids().get(parents..).unwrap_or_default() {
+                h.str(&diff_id.to_string());
+            }
+            h.finish()
+        });
+        let record = state.record();
+        if let Err(e) = self.cache.put(&self.staging, &key, &record) {
+            tracing::warn!("{e}");
+        }
+        lock(&self.used).push(UsedRecord {
+            key,
+            record,
+            stage: at.stage,
+        });
+        Ok((key, false))
+    }
+
+    /// A usable record of `key`: this build's own, else (unless `no_cache`) the local
+    /// cache's, else an imported cache's, whose layers are then fetched and recorded locally.
+    /// A record that cannot be used is a miss, with a warning.
+    fn lookup(&self, key: &CacheKey, no_cache: bool) -> Option<Record> {
+        if let Some(used) = lock(&self.used).iter().rev().find(|u| u.key == *key) {
+            return Some(used.record.clone());
+        }
+        if no_cache {
+            return None;
+        }
+        match self.cache.get(key) {
+            Ok(Some(record)) => return Some(record),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("ignoring the cached result of a step: {e}"),
+        }
+        for source in &self.options.cache_from {
+            let Some(record) = source.lookup(key) else {
+                continue;
+            };
+            match self.import(source.as_ref(), key, &record) {
+                Ok(()) => return Some(record),
+                Err(e) => tracing::warn!(
+                    "{}: ignoring the cached result of a step: {e}",
+                    source.describe()
+                ),
+            }
+        }
+        None
+    }
+
+    /// Fetches the layers of an imported record that the store lacks, and records it in the
+    /// local cache.
+    fn import(
+        &self,
+        source: &dyn CacheSource,
+        key: &CacheKey,
+        record: &Record,
+    ) -> Result<(), String> {
+        record.check()?;
+        for layer in &record.layers {
+            let digest = descriptor_digest(layer).map_err(|e| e.to_string())?;
+            if self.staging.exists(&digest).unwrap_or(false) {
+                continue;
+            }
+            source.fetch(layer, &self.staging)?;
+        }
+        self.cache.put(&self.staging, key, record)
+    }
+
+    /// Applies `command` to `state`: metadata into the config, RUN, COPY, ADD and WORKDIR
+    /// into a new layer (each holding a job slot while it executes), plus the history entry.
+    fn execute(
+        &self,
+        lowered: &Lowered,
+        vertex: usize,
+        command: &Command,
         state: &mut State,
     ) -> Result<(), String> {
-        let vertex = self.start(label);
-        let t = Instant::now();
         let created_by = history::created_by(
             command,
             &history::Scope {
@@ -519,6 +914,12 @@ impl<'a> Solver<'a> {
                 build_args: &state.build_args,
             },
         );
+        if matches!(
+            command,
+            Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_)
+        ) {
+            self.ensure_snapshots(state)?;
+        }
         let c = state.config.config.get_or_insert_with(Default::default);
         let mut empty = true;
         match command {
@@ -624,19 +1025,23 @@ impl<'a> Solver<'a> {
                 // BuildKit makes a layer for every WORKDIR but `/`, even when the directory
                 // exists.
                 if dir != "/" {
+                    let _job = self.jobs.acquire();
                     self.workdir(state, &dir)?;
                     empty = false;
                 }
             }
             Command::Run(run) => {
+                let _job = self.jobs.acquire();
                 self.run(lowered, vertex, state, run)?;
                 empty = false;
             }
             Command::Copy(copy) => {
+                let _job = self.jobs.acquire();
                 self.copy(lowered, state, copy)?;
                 empty = false;
             }
             Command::Add(add) => {
+                let _job = self.jobs.acquire();
                 self.add(state, add)?;
                 empty = false;
             }
@@ -651,13 +1056,12 @@ impl<'a> Solver<'a> {
                 ..Default::default()
             });
         }
-        self.done(vertex, t);
         Ok(())
     }
 
     /// Creates `dir` and its missing parents, owned by the stage's `USER`, in a new layer
     /// (empty when the directory exists).
-    fn workdir(&mut self, state: &mut State, dir: &str) -> Result<(), String> {
+    fn workdir(&self, state: &mut State, dir: &str) -> Result<(), String> {
         let step_root =
             root::StepRoot::prepare(&self.snapshots, "workdir", state.config.diff_ids())?;
         let root = step_root.path().to_path_buf();
@@ -673,23 +1077,33 @@ impl<'a> Solver<'a> {
         self.commit(step_root.finish()?, state)
     }
 
-    fn commit(&mut self, active: Active, state: &mut State) -> Result<(), String> {
+    fn commit(&self, active: Active, state: &mut State) -> Result<(), String> {
         let (info, lease) = active
             .commit_in_store(&self.staging, &self.options.layer)
             .map_err(|e| e.to_string())?;
-        self.leases.push(lease);
+        lock(&self.leases).push(lease);
         let descriptor = new_descriptor(&info.media_type, &info.digest, info.size);
         self.send_layer(&descriptor, &info.diff_id);
-        self.last_layer = Some(descriptor.clone());
         state.layers.push(descriptor);
         state.config.rootfs.kind = "layers".to_owned();
         state.config.rootfs.diff_ids.push(info.diff_id);
         Ok(())
     }
 
-    /// Hands a layer just committed to the staging area to [`SolveOptions::layer_sink`]. A
-    /// layer that cannot be opened is not sent: the outputs read the image from the store
-    /// once it is written anyway.
+    /// Hands the layers of a state taken from the cache to [`SolveOptions::layer_sink`], as
+    /// if the steps had made them: a push then uploads them while later steps run.
+    fn send_state_layer(&self, state: &State) {
+        if self.options.layer_sink.is_none() {
+            return;
+        }
+        for (layer, diff_id) in state.layers.iter().zip(state.config.diff_ids()) {
+            self.send_layer(layer, diff_id);
+        }
+    }
+
+    /// Hands a layer of the build to [`SolveOptions::layer_sink`], once. A layer that cannot
+    /// be opened is not sent: the outputs read the image from the store once it is written
+    /// anyway.
     fn send_layer(&self, descriptor: &Descriptor, diff_id: &Digest) {
         let Some(sink) = &self.options.layer_sink else {
             return;
@@ -697,14 +1111,18 @@ impl<'a> Solver<'a> {
         let Ok(digest) = descriptor_digest(descriptor) else {
             return;
         };
-        let content = self
+        if !lock(&self.sent).insert(digest.clone()) {
+            return;
+        }
+        let staged = self
             .staging
             .dir()
             .join(berth_layerstore::image::store::CONTENT_DIR);
-        let Ok(staged) = berth_layerstore::content::fs::FsStore::open(content) else {
-            return;
-        };
-        if let Ok(file) = std::fs::File::open(staged.blob_path(&digest)) {
+        let opened = berth_layerstore::content::fs::FsStore::open(staged)
+            .ok()
+            .and_then(|staged| std::fs::File::open(staged.blob_path(&digest)).ok())
+            .or_else(|| std::fs::File::open(self.store.content().blob_path(&digest)).ok());
+        if let Some(file) = opened {
             // A receiver that has gone away wants no more layers.
             let _ = sink.send(LayerBlob {
                 descriptor: descriptor.clone(),
@@ -714,11 +1132,19 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn write_image(&mut self, state: &State) -> Result<Built, SolveError> {
+    fn write_image(&self, state: &State) -> Result<Built, SolveError> {
         let setup =
             |e: &dyn std::fmt::Display| SolveError::Setup(format!("writing the image: {e}"));
         let mut config = state.config.clone();
-        config.created = Some(now(self.options.layer.tar.source_date_epoch));
+        // The last step's time: a build whose steps all come from the cache gives the same
+        // image as the build that made them.
+        let last_step = config
+            .history
+            .as_ref()
+            .and_then(|h| h.last())
+            .and_then(|h| h.created.clone());
+        config.created =
+            Some(last_step.unwrap_or_else(|| now(self.options.layer.tar.source_date_epoch)));
         let blob = config.to_blob(CONFIG_MEDIA_TYPE).map_err(|e| setup(&e))?;
         let config_desc = blob.ingest(&self.staging).map_err(|e| setup(&e))?;
         let manifest = serde_json::json!({
@@ -748,26 +1174,26 @@ impl<'a> Solver<'a> {
             layers: state.layers.clone(),
             created: config.created,
             names: self.options.names.clone(),
+            cache: Vec::new(),
         })
     }
 
-    fn start(&mut self, name: &str) -> usize {
-        self.last_layer = None;
-        self.vertex += 1;
-        (self.progress)(Progress::Start {
-            vertex: self.vertex,
-            name,
-        });
-        self.vertex
+    fn emit(&self, event: Progress<'_>) {
+        (lock(&self.progress))(event);
     }
 
-    fn done(&mut self, vertex: usize, t: Instant) {
-        let layer = self.last_layer.take();
-        (self.progress)(Progress::Done {
+    fn start(&self, name: &str) -> usize {
+        let vertex = self.vertex.fetch_add(1, Ordering::Relaxed) + 1;
+        self.emit(Progress::Start { vertex, name });
+        vertex
+    }
+
+    fn done(&self, vertex: usize, t: Instant, layer: Option<&Descriptor>, cached: bool) {
+        self.emit(Progress::Done {
             vertex,
             seconds: t.elapsed().as_secs_f64(),
-            layer: layer.as_ref(),
-            cached: false,
+            layer,
+            cached,
         });
     }
 

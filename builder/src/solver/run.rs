@@ -7,13 +7,16 @@
 //!   is run with the shell; otherwise the document itself is the shell's command;
 //! - any other command with here-documents (`RUN cat <<EOF > file`) gets the documents back
 //!   after its first line, each followed by its delimiter, and the shell reads them;
-//! - the mounts of `RUN --mount` are made as [`mounts`] describes.
+//! - the mounts of `RUN --mount` are made as [`mounts`] describes (SSH agents: [`ssh`]).
 //!
 //! The mount stubs are left as docker 20.10 leaves them (see [`MountStubs::KeepDirectories`]):
 //! the directories the runtime creates for mount targets that are missing stay in the layer,
 //! empty; file stubs (a secret's, `/etc/hosts`') do not. Nothing a mount holds ever does.
 
 mod mounts;
+mod ssh;
+
+pub use ssh::{parse_ssh, parse_ssh_spec};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -186,7 +189,7 @@ pub(super) fn invocation(run: &Run, shell: &[String]) -> Invocation {
 
 impl Solver<'_> {
     pub(super) fn run(
-        &mut self,
+        &self,
         lowered: &Lowered,
         vertex: usize,
         state: &mut State,
@@ -250,11 +253,10 @@ impl Solver<'_> {
         }
         // docker 20.10 keeps the directories made for mount targets (see the module docs).
         spec.mount_stubs = MountStubs::KeepDirectories;
-        let progress = &mut *self.progress;
         let status = self
             .sandbox
             .run(&spec, &mut |_stream: Stream, bytes: &[u8]| {
-                progress(Progress::Output { vertex, bytes });
+                self.emit(Progress::Output { vertex, bytes });
             })
             .map_err(|e| e.to_string())?;
         drop(prepared);

@@ -16,11 +16,18 @@
 //!   at `target` (default `/run/secrets/<id>`; mode 0400, `uid`, `gid`), kept on a tmpfs of the
 //!   sandbox's, and with `env=` as that environment variable too. A secret that was not given
 //!   is skipped, unless `required`, which fails the step.
-//! - `type=ssh`: not supported; the step fails saying so.
+//! - `type=ssh`: the SSH agent `id` (default `default`) that `--ssh` gave, as a socket at
+//!   `target` (default `/run/buildkit/ssh_agent.<n>`, `n` counting the step's SSH mounts from
+//!   0; mode 0600, `uid`, `gid`) that forwards each connection to the agent (see [`ssh`]).
+//!   `SSH_AUTH_SOCK` is the target of the step's first SSH mount, unless the step's environment
+//!   has one. An agent that was not given is skipped, unless `required`, which fails the step.
+//!   The socket is a file of a temporary directory under the mounts root, bound at the target:
+//!   only the empty stub the runtime made for it touches the root filesystem, and it is removed.
 //!
 //! A relative target is taken from the working directory, as BuildKit takes it.
 //!
 //! [`SolveOptions::mounts_root`]: super::super::SolveOptions::mounts_root
+//! [`ssh`]: super::ssh
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -34,7 +41,8 @@ use berth_runner::sandbox::{FileContents, Mount};
 use filetime::FileTime;
 use sha2::{Digest as _, Sha256};
 
-use super::super::{Solver, absolute, target_platform};
+use super::super::{Solver, absolute};
+use super::ssh::{AgentProxy, DEFAULT_SSH_ID};
 use crate::context::{Context, FileKind, FinalSymlink};
 use crate::instructions::{CacheSharing, FromRef, Lowered, Mount as RunMount, MountType, Run};
 
@@ -78,8 +86,10 @@ fn sweep_stale_temp_dirs(parent: &Path) {
 pub(in crate::solver) struct RunMounts {
     /// The mounts, in the order the Dockerfile gives them.
     pub(in crate::solver) mounts: Vec<Mount>,
-    /// `NAME=value` entries for secrets mounted as environment variables.
+    /// `NAME=value` entries for secrets mounted as environment variables, and `SSH_AUTH_SOCK`.
     pub(in crate::solver) env: Vec<String>,
+    /// The SSH agent sockets; before `temp`, so that they stop before their directories go.
+    agents: Vec<AgentProxy>,
     temp: Vec<tempfile::TempDir>,
     snapshots: Vec<Active>,
     locks: Vec<File>,
@@ -160,12 +170,13 @@ fn hex_sha256(text: &str) -> String {
 impl Solver<'_> {
     /// Makes the mounts of `run`, whose working directory is `cwd`.
     pub(in crate::solver) fn run_mounts(
-        &mut self,
+        &self,
         lowered: &Lowered,
         run: &Run,
         cwd: &str,
     ) -> Result<RunMounts, String> {
         let mut out = RunMounts::default();
+        let mut ssh_mounts = 0;
         for m in &run.mounts {
             match m.kind {
                 MountType::Bind => {
@@ -187,33 +198,33 @@ impl Solver<'_> {
                 }),
                 MountType::Secret => self.secret_mount(m, cwd, &mut out)?,
                 MountType::Ssh => {
-                    return Err(
-                        "RUN --mount=type=ssh is not supported: berth does not forward SSH agents"
-                            .into(),
-                    );
+                    let target = match &m.target {
+                        Some(_) => target_of(m, cwd)?,
+                        None => PathBuf::from(format!("/run/buildkit/ssh_agent.{ssh_mounts}")),
+                    };
+                    // BuildKit sets it whether the agent is there or not.
+                    if ssh_mounts == 0 && !run.env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+                        out.env
+                            .push(format!("SSH_AUTH_SOCK={}", target.to_string_lossy()));
+                    }
+                    ssh_mounts += 1;
+                    self.ssh_mount(m, target, &mut out)?;
                 }
             }
         }
         Ok(out)
     }
 
-    fn mount_source(&mut self, lowered: &Lowered, m: &RunMount) -> Result<Source, String> {
+    fn mount_source(&self, lowered: &Lowered, m: &RunMount) -> Result<Source, String> {
         Ok(match &m.from_ref {
             None | Some(FromRef::Context) => Source::Context,
             Some(FromRef::Scratch) => Source::Layers(Vec::new()),
-            Some(FromRef::Stage(i)) => Source::Layers(
-                self.solve_stage(lowered, *i)
-                    .map_err(|e| e.to_string())?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
-            Some(FromRef::Image(name)) => Source::Layers(
-                self.base_image(name, &target_platform(lowered))?
-                    .config
-                    .rootfs
-                    .diff_ids,
-            ),
+            Some(FromRef::Stage(i)) => {
+                Source::Layers(self.stage_source(*i)?.config.rootfs.diff_ids)
+            }
+            Some(FromRef::Image(name)) => {
+                Source::Layers(self.image_source(lowered, name)?.config.rootfs.diff_ids)
+            }
         })
     }
 
@@ -232,7 +243,7 @@ impl Solver<'_> {
 
     /// A bind mount of `path` in `source`.
     fn bind_view(
-        &mut self,
+        &self,
         source: Source,
         path: &str,
         target: PathBuf,
@@ -299,7 +310,7 @@ impl Solver<'_> {
     }
 
     fn cache_mount(
-        &mut self,
+        &self,
         lowered: &Lowered,
         m: &RunMount,
         target: PathBuf,
@@ -369,7 +380,7 @@ impl Solver<'_> {
     /// with the mount's mode and owner. It is built aside and renamed into place, so a step
     /// sharing the cache never sees it half made.
     fn new_cache(
-        &mut self,
+        &self,
         lowered: &Lowered,
         m: &RunMount,
         id: &str,
@@ -431,7 +442,7 @@ impl Solver<'_> {
         Ok(())
     }
 
-    fn secret_mount(&mut self, m: &RunMount, cwd: &str, out: &mut RunMounts) -> Result<(), String> {
+    fn secret_mount(&self, m: &RunMount, cwd: &str, out: &mut RunMounts) -> Result<(), String> {
         let basename = |p: &str| {
             Path::new(p)
                 .file_name()
@@ -475,6 +486,39 @@ impl Solver<'_> {
                 gid: m.gid.unwrap_or(0),
             });
         }
+        Ok(())
+    }
+
+    /// Forwards the SSH agent of `m` to a socket at `target`.
+    fn ssh_mount(&self, m: &RunMount, target: PathBuf, out: &mut RunMounts) -> Result<(), String> {
+        let id =
+            m.id.as_deref()
+                .filter(|id| !id.is_empty())
+                .unwrap_or(DEFAULT_SSH_ID);
+        let Some(agent) = self.options.ssh.get(id).cloned() else {
+            if m.required {
+                return Err(format!(
+                    "no SSH key {id:?} forwarded from the client: give it with --ssh {id}[=SOCKET]"
+                ));
+            }
+            return Ok(());
+        };
+        let dir = self.temp_dir(out)?;
+        let socket = dir.join("agent");
+        let proxy = AgentProxy::start(
+            &socket,
+            agent,
+            m.mode.unwrap_or(0o600),
+            m.uid.unwrap_or(0),
+            m.gid.unwrap_or(0),
+        )
+        .map_err(|e| format!("ssh {id}: making a socket at {}: {e}", socket.display()))?;
+        out.agents.push(proxy);
+        out.mounts.push(Mount::Bind {
+            source: socket,
+            target,
+            readonly: m.read_only,
+        });
         Ok(())
     }
 }
