@@ -423,7 +423,8 @@ fn progress_modes() {
     }
 
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["build", "--progress", "tty", ctx])
+        // Run again, not from the cache: the finished lines show the layers made.
+        .args(["build", "--no-cache", "--progress", "tty", ctx])
         .env("BERTH_ROOT", &root)
         .env("BERTH_LOG", "warn")
         .env("COLUMNS", "100")

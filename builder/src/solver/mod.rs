@@ -4,10 +4,11 @@
 //! (`FROM <stage>`, `COPY --from`, `RUN --mount=from=`, from [`Graph`]); a stage's steps run in
 //! order, and at most [`SolveOptions::jobs`] steps execute at once.
 //! - `FROM scratch` starts from BuildKit's empty config (`PATH`, working directory `/`);
-//!   `FROM <image>` resolves the image in the local [`ImageStore`] and starts from its config;
-//!   `FROM <stage>` starts from that stage's result. Either way the base's `ONBUILD` triggers
-//!   leave the config (lowering made them the stage's first steps). Layers are extracted into
-//!   the [`SnapshotStore`] (once per diff_id) only when a step that runs needs them;
+//!   `FROM <image>` resolves the image in the local [`ImageStore`], extracts its layers into
+//!   the [`SnapshotStore`] (once per diff_id) and starts from its config; `FROM <stage>` starts
+//!   from that stage's result. Either way the base's `ONBUILD` triggers leave the config
+//!   (lowering made them the stage's first steps). The layers of steps taken from the cache
+//!   are extracted only when a step that runs needs them;
 //! - `ENV`, `LABEL`, `USER`, `EXPOSE`, `VOLUME`, `ENTRYPOINT`, `CMD`, `SHELL`, `STOPSIGNAL`,
 //!   `HEALTHCHECK`, `MAINTAINER` and `ARG` change the config and add a history entry with
 //!   `empty_layer: true`; `ONBUILD` changes the config only. The history text is BuildKit's
@@ -603,8 +604,14 @@ impl<'a> Solver<'a> {
             BaseRef::Image(image) => {
                 let vertex = self.start(&format!("[{name} 1/{total}] {from_line}"));
                 let t = Instant::now();
-                let (state, config_digest) = match self.base_image(image, &target_platform(lowered))
-                {
+                // The base's layers are extracted here, so that a bad one fails its FROM.
+                let base = self.base_image(image, &target_platform(lowered)).and_then(
+                    |(state, digest)| {
+                        self.ensure_snapshots(&state)?;
+                        Ok((state, digest))
+                    },
+                );
+                let (state, config_digest) = match base {
                     Ok(base) => base,
                     Err(message) => {
                         self.emit(Progress::Error {
@@ -646,7 +653,12 @@ impl<'a> Solver<'a> {
             match outcome {
                 Ok((next, cached)) => {
                     key = next;
-                    let layer = state.layers.get(parents..).and_then(|l| l.last());
+                    // As BuildKit, a cached step shows no layer of its own.
+                    let layer = state
+                        .layers
+                        .get(parents..)
+                        .and_then(|l| l.last())
+                        .filter(|_| !cached);
                     self.done(vertex, t, layer, cached);
                 }
                 Err(message) => {
@@ -663,7 +675,7 @@ impl<'a> Solver<'a> {
     }
 
     /// An image of the store as a stage's starting state, and its config's digest. Its layers
-    /// are extracted when a step needs them ([`Solver::ensure_snapshots`]).
+    /// are not extracted here ([`Solver::ensure_snapshots`] does it).
     fn base_image(
         &self,
         image: &str,
@@ -689,8 +701,8 @@ impl<'a> Solver<'a> {
     }
 
     /// Extracts the snapshots of `state`'s layers that the snapshot store lacks, and keeps
-    /// them all from being pruned while the build lasts. A cached step or a base image
-    /// leaves them unextracted until a step that runs needs them.
+    /// them all from being pruned while the build lasts. A step taken from the cache leaves
+    /// its layers unextracted until a step that runs needs them.
     fn ensure_snapshots(&self, state: &State) -> Result<(), String> {
         let diff_ids = state.config.diff_ids();
         for (layer, diff_id) in state.layers.iter().zip(diff_ids) {
@@ -740,6 +752,16 @@ impl<'a> Solver<'a> {
     ) -> Result<Option<CacheKey>, String> {
         let mut h = KeyHasher::new("step");
         h.key(&parent).bytes(step.id.as_bytes());
+        // What the build's options change in the step's result: the layers' compression and
+        // mtime clamp (and the history's time), and the network of a RUN.
+        let layer = &self.options.layer;
+        h.str(&format!(
+            "{:?} {:?} {:?}",
+            layer.compression, layer.level, layer.tar.source_date_epoch
+        ));
+        if let Command::Run(run) = command {
+            h.str(&format!("{:?}", self.options.network_for(run.network)));
+        }
         for dep in &step.deps {
             h.key(&self.finished(*dep)?.key);
         }
