@@ -9,56 +9,11 @@
 mod build_support;
 mod registry_support;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::time::Instant;
 
 use build_support::*;
 use registry_support::*;
-
-/// The steps of a plain progress log, in the order they started: (name, cached).
-fn steps(stderr: &str) -> Vec<(String, bool)> {
-    let mut names: BTreeMap<usize, String> = BTreeMap::new();
-    let mut order = Vec::new();
-    let mut cached = std::collections::BTreeSet::new();
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((n, text)) = rest.split_once(' ') else {
-            continue;
-        };
-        let Ok(n) = n.parse::<usize>() else { continue };
-        if text == "CACHED" {
-            cached.insert(n);
-        } else if text.starts_with('[') && !names.contains_key(&n) {
-            names.insert(n, text.to_owned());
-            order.push(n);
-        }
-    }
-    order
-        .into_iter()
-        .map(|n| (names[&n].clone(), cached.contains(&n)))
-        .collect()
-}
-
-/// The names of the steps of `stderr` that ran (not cached), FROM lines left out.
-fn ran(stderr: &str) -> Vec<String> {
-    steps(stderr)
-        .into_iter()
-        .filter(|(name, cached)| !cached && !name.contains("] FROM "))
-        .map(|(name, _)| name)
-        .collect()
-}
-
-fn build(root: &Path, context: &Path, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["build", "--progress", "plain"];
-    args.extend_from_slice(extra);
-    args.push(context.to_str().unwrap());
-    let (stdout, stderr) = berth(root, &args);
-    (stdout.trim().to_owned(), stderr)
-}
 
 fn dockerfile(base: &str) -> String {
     format!(
@@ -85,12 +40,12 @@ fn rebuilds_come_from_the_cache_and_edits_rerun_what_follows() {
             ("two.txt", "two\n"),
         ],
     );
-    let (first, stderr) = build(&root, &context, &[]);
+    let (first, stderr) = build_plain(&root, &context, &[]);
     assert_eq!(ran(&stderr).len(), 7, "{stderr}");
 
     // Nothing changed: every step is cached and the image is the same.
     let t = Instant::now();
-    let (again, stderr) = build(&root, &context, &[]);
+    let (again, stderr) = build_plain(&root, &context, &[]);
     let took = t.elapsed();
     assert_eq!(again, first, "{stderr}");
     assert!(ran(&stderr).is_empty(), "{stderr}");
@@ -108,10 +63,10 @@ fn rebuilds_come_from_the_cache_and_edits_rerun_what_follows() {
         .status()
         .unwrap();
     assert!(touched.success());
-    let (touched, stderr) = build(&root, &context, &[]);
+    let (touched, stderr) = build_plain(&root, &context, &[]);
     assert_eq!(touched, first, "{stderr}");
     fs::write(context.join("two.txt"), "TWO\n").unwrap();
-    let (edited, stderr) = build(&root, &context, &[]);
+    let (edited, stderr) = build_plain(&root, &context, &[]);
     assert_ne!(edited, first);
     let rerun = ran(&stderr);
     assert_eq!(rerun.len(), 3, "{stderr}");
@@ -126,11 +81,11 @@ fn rebuilds_come_from_the_cache_and_edits_rerun_what_follows() {
     let mut perms = fs::metadata(context.join("one.txt")).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     fs::set_permissions(context.join("one.txt"), perms).unwrap();
-    let (_, stderr) = build(&root, &context, &[]);
+    let (_, stderr) = build_plain(&root, &context, &[]);
     assert_eq!(ran(&stderr).len(), 5, "{stderr}");
 
     // --no-cache runs everything and gives another image.
-    let (fresh, stderr) = build(&root, &context, &["--no-cache"]);
+    let (fresh, stderr) = build_plain(&root, &context, &["--no-cache"]);
     assert_eq!(ran(&stderr).len(), 7, "{stderr}");
     assert_ne!(fresh, edited);
 }
@@ -147,9 +102,9 @@ fn the_cache_outlives_rmi_and_survives_damage() {
             ("two.txt", "two\n"),
         ],
     );
-    let (first, _) = build(&root, &context, &["-t", "cached:1"]);
+    let (first, _) = build_plain(&root, &context, &["-t", "cached:1"]);
     berth(&root, &["rmi", "cached:1"]);
-    let (again, stderr) = build(&root, &context, &[]);
+    let (again, stderr) = build_plain(&root, &context, &[]);
     assert_eq!(again, first);
     assert!(ran(&stderr).is_empty(), "{stderr}");
 
@@ -178,11 +133,11 @@ fn the_cache_outlives_rmi_and_survives_damage() {
     assert!(stderr.contains("ignoring the cached result"), "{stderr}");
     assert_eq!(ran(&stderr).len(), 7, "{stderr}");
     // The records are whole again: the next build is cached.
-    let (_, stderr) = build(&root, &context, &[]);
+    let (_, stderr) = build_plain(&root, &context, &[]);
     assert!(ran(&stderr).is_empty(), "{stderr}");
 
     // A layer a record names is gone from the store: that step and those after it run.
-    let (_, stderr) = build(&root, &context, &["-t", "cached:2"]);
+    let (_, stderr) = build_plain(&root, &context, &["-t", "cached:2"]);
     assert!(ran(&stderr).is_empty());
     let layers = image_layers(&root, "cached:2");
     let last = layers
@@ -205,19 +160,6 @@ fn the_cache_outlives_rmi_and_survives_damage() {
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
 }
 
-/// The layer digests of an image of the store, from `berth inspect`.
-fn image_layers(root: &Path, name: &str) -> Vec<String> {
-    let (stdout, _) = berth(root, &["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let layers = v[0]["Layers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no layers in {v}"));
-    layers
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn no_cache_filter_reruns_only_its_stage() {
     let (work, root, base) = work_with_base("cache-filter");
@@ -235,8 +177,8 @@ fn no_cache_filter_reruns_only_its_stage() {
             ),
         )],
     );
-    build(&root, &context, &[]);
-    let (_, stderr) = build(&root, &context, &["--no-cache-filter", "app"]);
+    build_plain(&root, &context, &[]);
+    let (_, stderr) = build_plain(&root, &context, &["--no-cache-filter", "app"]);
     let rerun = ran(&stderr);
     assert_eq!(rerun.len(), 2, "{stderr}");
     assert!(rerun.iter().all(|s| s.starts_with("[app ")), "{rerun:?}");
@@ -268,7 +210,7 @@ fn two_builds_at_once_share_the_store() {
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = contexts
             .iter()
-            .map(|c| s.spawn(|| build(&root, c, &[]).0))
+            .map(|c| s.spawn(|| build_plain(&root, c, &[]).0))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -277,7 +219,7 @@ fn two_builds_at_once_share_the_store() {
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
     // Both are cached now, and both images run.
     for context in &contexts {
-        let (_, stderr) = build(&root, context, &[]);
+        let (_, stderr) = build_plain(&root, context, &[]);
         assert!(ran(&stderr).is_empty(), "{stderr}");
     }
 }
@@ -306,7 +248,7 @@ fn independent_stages_run_at_once_and_shared_steps_run_once() {
     dockerfile.push_str("RUN cmp /s1 /s2 && cat /a /b /c /d > /all\n");
     write_context(&context, &[("Dockerfile", &dockerfile)]);
     let t = Instant::now();
-    let (_, stderr) = build(&root, &context, &["--jobs", "6", "-t", "parallel:1"]);
+    let (_, stderr) = build_plain(&root, &context, &["--jobs", "6", "-t", "parallel:1"]);
     let took = t.elapsed();
     // Four stages of 2 s each, one after the other, would take over 8 s.
     assert!(took.as_secs_f64() < 6.0, "took {took:?}:\n{stderr}");
@@ -321,6 +263,6 @@ fn independent_stages_run_at_once_and_shared_steps_run_once() {
         "{stderr}"
     );
     // `--jobs 1` still builds it, one step at a time.
-    let (_, stderr) = build(&root, &context, &["--jobs", "1", "--no-cache"]);
+    let (_, stderr) = build_plain(&root, &context, &["--jobs", "1", "--no-cache"]);
     assert_eq!(ran(&stderr).len(), 12, "{stderr}");
 }

@@ -4,9 +4,12 @@
 //! store lacks are pulled first ([`pull`]); with `--push` the layers are uploaded while later
 //! steps still run ([`push`]). Progress goes to stderr ([`progress`]: BuildKit's plain lines,
 //! a live view, or nothing), the image id to stdout unless an output writes there.
-//! `--metadata-file` and `--iidfile` record the result. `--check` runs BuildKit's build checks
-//! on the Dockerfile instead and prints their findings as `docker buildx build --check` does.
+//! `--metadata-file` and `--iidfile` record the result. `--cache-from` and `--cache-to`
+//! ([`cache`]) import the build cache before the build and export it after. `--check` runs
+//! BuildKit's build checks on the Dockerfile instead and prints their findings as `docker
+//! buildx build --check` does.
 
+mod cache;
 mod output;
 mod progress;
 mod pull;
@@ -25,6 +28,7 @@ use berth_builder::lint::{self, Linter, Report, Scope};
 use berth_builder::parser::{self, Dockerfile};
 use berth_builder::solver::{self, Built, Progress, SolveOptions, Solver};
 use berth_layerstore::Digest;
+use berth_layerstore::image::platform;
 use berth_layerstore::layer::LayerOptions;
 use berth_layerstore::media::Compression;
 use berth_registry::client::{Client, ClientOptions};
@@ -90,6 +94,18 @@ pub struct BuildArgs {
     /// Run the steps of this stage whatever the cache holds; may be repeated.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
+    /// A build cache to take step results from: `type=registry,ref=REF` (a cache exported
+    /// with --cache-to, or an image built with `--cache-to type=inline`; a bare `REF` says the
+    /// same) or `type=local,src=DIR[,tag=T]`. May be repeated. A cache that cannot be read is
+    /// skipped with a warning.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Where to export the build cache: `type=registry,ref=REF`, `type=local,dest=DIR[,tag=T]`
+    /// (an OCI layout) or `type=inline` (in the image's config), with `mode=min` (the target
+    /// stage's steps, the default) or `mode=max` (every stage's) and `ignore-error=true` to
+    /// only warn when it fails. May be repeated.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     /// How many steps may execute at once; independent stages run concurrently
     /// [default: the number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -215,6 +231,8 @@ struct Plan {
     /// Registries reached without TLS checks.
     insecure: Vec<String>,
     layer: LayerOptions,
+    cache_from: Vec<cache::Import>,
+    cache_to: Vec<cache::Export>,
 }
 
 fn plan(args: &BuildArgs) -> anyhow::Result<Plan> {
@@ -245,6 +263,21 @@ fn plan(args: &BuildArgs) -> anyhow::Result<Plan> {
             }
         }
     }
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|spec| cache::parse_import(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|spec| cache::parse_export(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_insecure = cache_from
+        .iter()
+        .filter_map(cache::Import::insecure_registry)
+        .chain(cache_to.iter().filter_map(cache::Export::insecure_registry));
+    insecure.extend(cache_insecure.map(str::to_owned));
     let (compression, level) = output::compression(args.compression, &outputs)?;
     let mut layer = LayerOptions::default();
     layer.tar.source_date_epoch = source_date_epoch(args)?;
@@ -259,6 +292,8 @@ fn plan(args: &BuildArgs) -> anyhow::Result<Plan> {
         destinations,
         insecure,
         layer,
+        cache_from,
+        cache_to,
     })
 }
 
@@ -296,6 +331,8 @@ fn build_with(
         destinations,
         insecure,
         layer,
+        cache_from,
+        cache_to,
     } = plan;
     let (source, name) = read_dockerfile(args)?;
     let tree = parser::parse(&source, &name).map_err(|e| anyhow!("{e}"))?;
@@ -353,6 +390,20 @@ fn build_with(
         .filter_map(|s| parse_name(&s.name).ok())
         .map(|(reference, _)| reference)
         .collect();
+    // With --no-cache nothing is taken from any cache: the imports are not even read.
+    let cache_from = if args.no_cache || cache_from.is_empty() {
+        Vec::new()
+    } else {
+        let registry = if cache_from.iter().any(cache::Import::uses_registry) {
+            Some(transfers.get()?)
+        } else {
+            None
+        };
+        let p = &lowered.target_platform;
+        let variant = (!p.variant.is_empty()).then_some(p.variant.as_str());
+        let platform = platform::platform_of(&p.os, &p.architecture, variant);
+        cache::import_all(&cache_from, registry, &platform, display)
+    };
     let mut early = None;
     let mut layer_sink = None;
     if !destinations.is_empty() {
@@ -398,7 +449,7 @@ fn build_with(
         ),
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
-        cache_from: Vec::new(),
+        cache_from,
         ssh: solver::parse_ssh(&args.ssh).map_err(|e| anyhow!("--ssh: {e}"))?,
     };
     let mut progress = |event: Progress<'_>| display.solver(event);
@@ -420,20 +471,39 @@ fn build_with(
             "layers pushed during the build"
         );
     }
-    let built = built?;
+    let mut built = built?;
+    if !cache_to.is_empty() {
+        let registry = if cache_to.iter().any(cache::Export::uses_registry) {
+            Some(transfers.get()?)
+        } else {
+            None
+        };
+        // The cache's layers may be in the bases' repositories and, pushed while the build
+        // ran, in the image's.
+        let mut mount_from = mount_from.clone();
+        mount_from.extend(destinations.iter().cloned());
+        let cx = cache::ExportContext {
+            store: &store,
+            target: lowered.target,
+            registry,
+            mount_from,
+            display,
+        };
+        built = cache::export_all(&cache_to, built, &cx)?;
+    }
 
     let mut stdout_used = false;
     for o in &outputs {
         stdout_used |= o.uses_stdout();
         let names = o.names(&given_tags);
         // `image` outputs are the store's names, already recorded; pushes follow below.
-        if let output::Kind::Image { .. } = o.kind {
+        if let output::Kind::Image { .. } | output::Kind::CacheOnly = o.kind {
             continue;
         }
         let vertex = display.start(&export_label(&o.kind));
         let t = Instant::now();
         let done = match &o.kind {
-            output::Kind::Image { .. } => Ok(()),
+            output::Kind::Image { .. } | output::Kind::CacheOnly => Ok(()),
             output::Kind::Oci { dest } => output::write_oci(&store, &built, names, dest),
             output::Kind::Docker { dest } => {
                 output::write_docker(&store, &built, names, dest.as_ref()).map(|report| {
@@ -485,7 +555,7 @@ fn export_label(kind: &output::Kind) -> String {
         Dest::File(p) => p.display().to_string(),
     };
     match kind {
-        Kind::Image { .. } => "exporting to image".to_owned(),
+        Kind::Image { .. } | Kind::CacheOnly => "exporting to image".to_owned(),
         Kind::Oci {
             dest: OciDest::Tar(d),
         } => format!("exporting to oci image format ({})", dest(d)),

@@ -276,3 +276,65 @@ pub fn tar_member(bytes: &[u8], name: &str) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// The steps of a plain progress log (`--progress plain`), in the order they started:
+/// (name, whether it came from the cache).
+pub fn steps(stderr: &str) -> Vec<(String, bool)> {
+    let mut names: std::collections::BTreeMap<usize, String> = Default::default();
+    let mut order = Vec::new();
+    let mut cached = BTreeSet::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((n, text)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        if text == "CACHED" {
+            cached.insert(n);
+        } else if text.starts_with('[') && !names.contains_key(&n) {
+            names.insert(n, text.to_owned());
+            order.push(n);
+        }
+    }
+    order
+        .into_iter()
+        .map(|n| (names[&n].clone(), cached.contains(&n)))
+        .collect()
+}
+
+/// The names of the steps of a plain progress log that ran (not cached), FROM lines left out.
+pub fn ran(stderr: &str) -> Vec<String> {
+    steps(stderr)
+        .into_iter()
+        .filter(|(name, cached)| !cached && !name.contains("] FROM "))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// How many steps of a plain progress log came from a cache.
+pub fn cached(stderr: &str) -> usize {
+    steps(stderr).iter().filter(|(_, c)| *c).count()
+}
+
+/// `berth build --progress plain EXTRA CONTEXT`: (image id, stderr).
+pub fn build_plain(root: &Path, context: &Path, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(context.to_str().unwrap());
+    let (stdout, stderr) = berth(root, &args);
+    (stdout.trim().to_owned(), stderr)
+}
+
+/// The layer digests of an image of the store, from `berth inspect`.
+pub fn image_layers(root: &Path, name: &str) -> Vec<String> {
+    let (stdout, _) = berth(root, &["inspect", name]);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    v[0]["Layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no layers in {v}"))
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -43,6 +43,10 @@ use sha2::{Digest as _, Sha256};
 /// The pin set of the local cache's records in the image store.
 pub const PIN_SET: &str = "build-cache";
 
+/// The top-level field of an image config that holds the records of an inline cache
+/// (`--cache-to type=inline`). A stage built on such an image does not inherit it.
+pub const INLINE_KEY: &str = "berth.build.cache.v1";
+
 /// The version of [`Record`]s and keys; a change in either starts a new cache.
 pub const CACHE_VERSION: u32 = 1;
 

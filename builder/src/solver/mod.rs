@@ -697,6 +697,7 @@ impl<'a> Solver<'a> {
             .unwrap_or_default();
         config.history.get_or_insert_with(Vec::new);
         config.created = None;
+        config.extra.remove(crate::cache::INLINE_KEY);
         Ok((State::new(config, layers, shell), config_digest))
     }
 

@@ -317,6 +317,21 @@ impl Client {
         })
     }
 
+    /// Downloads the blob `desc` of `reference`'s repository into `store`, verified against
+    /// the descriptor's digest and size, and resumed after a broken transfer as pulls are. A
+    /// blob the store has already is not downloaded. For blobs that no manifest pull reaches
+    /// on its own: a build cache's config and the layers of its records, one at a time.
+    pub async fn fetch_blob<S: Provider + Ingester + ?Sized>(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        store: &S,
+        progress: std::sync::Arc<dyn crate::client::Progress>,
+    ) -> Result<()> {
+        let session = self.pull_session(reference, progress).await?;
+        self.download_blob(&session, store, desc).await
+    }
+
     /// Downloads one blob of `session`'s repository into `store`, resuming broken transfers.
     pub(crate) async fn download_blob<S: Provider + Ingester + ?Sized>(
         &self,

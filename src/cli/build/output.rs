@@ -66,6 +66,8 @@ pub enum Kind {
     Local { dir: PathBuf },
     /// The root filesystem as a tar.
     Tar { dest: Dest },
+    /// Nothing beyond the local store and the build cache (`--cache-to`).
+    CacheOnly,
 }
 
 /// Where an `oci` output goes.
@@ -123,13 +125,14 @@ impl Output {
             Kind::Docker { .. } => "docker",
             Kind::Local { .. } => "local",
             Kind::Tar { .. } => "tar",
+            Kind::CacheOnly => "cacheonly",
         }
     }
 }
 
 /// Splits a CSV record as Go's `encoding/csv` reads one line: fields separated by commas, a
 /// field that starts with `"` quoted up to its closing quote, `""` inside quotes for one `"`.
-fn csv_fields(s: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn csv_fields(s: &str) -> anyhow::Result<Vec<String>> {
     let mut fields = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -249,12 +252,11 @@ pub fn parse(spec: &str) -> anyhow::Result<Output> {
         bail!("--output {spec}: type is required for output");
     };
     let known = match kind.as_str() {
-        "image" | "registry" | "oci" | "docker" | "local" | "tar" => known_attributes(&kind),
-        "cacheonly" => bail!(
-            "--output {spec}: type=cacheonly needs the build cache, which berth does not have yet"
-        ),
+        "image" | "registry" | "oci" | "docker" | "local" | "tar" | "cacheonly" => {
+            known_attributes(&kind)
+        }
         other => bail!(
-            "--output {spec}: unknown output type {other:?}: use image, registry, oci, docker, local or tar"
+            "--output {spec}: unknown output type {other:?}: use image, registry, oci, docker, local, tar or cacheonly"
         ),
     };
     for key in attrs.keys() {
@@ -279,6 +281,12 @@ pub fn parse(spec: &str) -> anyhow::Result<Output> {
         Some(path) => Dest::File(PathBuf::from(path)),
     };
     let kind = match kind.as_str() {
+        "cacheonly" => {
+            if dest.is_some() {
+                bail!("--output {spec}: type=cacheonly takes no dest");
+            }
+            Kind::CacheOnly
+        }
         "image" | "registry" => {
             if dest.is_some() {
                 bail!("--output {spec}: type={kind} takes no dest");
@@ -710,6 +718,8 @@ mod tests {
             }
         );
         assert_eq!(parse("-").unwrap().kind, Kind::Tar { dest: Dest::Stdout });
+        assert_eq!(parse("type=cacheonly").unwrap().kind, Kind::CacheOnly);
+        assert!(parse("type=cacheonly,dest=x").is_err());
         // One field without type= is a directory, whatever it looks like, as in buildx.
         assert_eq!(
             parse("dest=x").unwrap().kind,
