@@ -7,6 +7,7 @@ PACKAGES=(
   docker.io        # docker engine + containerd: docker load/run/push/pull in interop tests
   skopeo           # OCI/docker archive and registry interop
   runc             # the OCI runtime the sandbox uses
+  iproute2 iptables  # task networking: bridges, namespaces, veth pairs, NAT (runner/tests/net.rs)
   busybox-static   # base images for tests (no network to pull from)
   pigz zstd        # compression baselines and output checks
   docker-registry  # CNCF distribution, the peer registry

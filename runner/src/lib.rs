@@ -10,10 +10,16 @@
 //!   `/etc/resolv.conf` and `/etc/hostname`, makes the caller's extra mounts (host binds, tmpfs,
 //!   overlays of layer directories, files such as secrets kept on a tmpfs), streams the output,
 //!   reports the exit code and cleans up after itself whatever happens.
+//! - [`net`]: task networking for ECS's network modes. The cluster's bridge (`berth0`,
+//!   `10.89.0.0/16`, forwarding and outbound NAT), one named network namespace per awsvpc or
+//!   bridge-mode task joined to it by a veth pair with an address from a file-backed IPAM,
+//!   loopback-only namespaces for `none`, published ports with dynamic host ports through a
+//!   userspace proxy, a crash-safe sweep, and test hosts (namespaces standing for machines).
 //!
 //! Still to come: task definitions, tasks and their state machine, services with a TCP load
 //! balancer, and the two capacity pools: EC2 (bin-packed onto registered instances) and Fargate
 //! (one sandbox and one network namespace per task, billed per use). That part is not filled in
 //! yet.
 
+pub mod net;
 pub mod sandbox;

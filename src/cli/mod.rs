@@ -9,6 +9,7 @@ mod images;
 mod layer;
 mod progress;
 mod registry;
+mod runner;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,18 @@ pub enum Command {
     /// Run the OCI registry.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Task definitions of the runner (ECS's RegisterTaskDefinition JSON).
+    #[command(subcommand)]
+    Taskdef(runner::TaskdefCommand),
+    /// The runner's clusters: an EC2 pool of instances and a FARGATE pool.
+    #[command(subcommand)]
+    Cluster(runner::ClusterCommand),
+    /// The runner's tasks.
+    #[command(subcommand)]
+    Task(runner::TaskCommand),
+    /// The runner's services: tasks kept running behind a load balancer.
+    #[command(subcommand)]
+    Service(runner::ServiceCommand),
     /// Serve the OCI registry (alias of `berth registry serve`).
     Serve(registry::ServeArgs),
 }
@@ -55,6 +68,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => images::run(cmd),
         Command::Layer(cmd) => layer::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Taskdef(cmd) => runner::taskdef(cmd),
+        Command::Cluster(cmd) => runner::cluster(cmd),
+        Command::Task(cmd) => runner::task(cmd),
+        Command::Service(cmd) => runner::service(cmd),
         Command::Serve(args) => registry::serve(args),
     }
 }
