@@ -10,6 +10,11 @@
 //!   `/etc/resolv.conf` and `/etc/hostname`, makes the caller's extra mounts (host binds, tmpfs,
 //!   overlays of layer directories, files such as secrets kept on a tmpfs), streams the output,
 //!   reports the exit code and cleans up after itself whatever happens.
+//! - [`ecs`]: the ECS model, pure logic with no I/O: task definitions in ECS's
+//!   `RegisterTaskDefinition` JSON and their validation with ECS's messages, Fargate sizes,
+//!   placement on EC2 container instances (constraints, the cluster query language, binpack,
+//!   spread and random strategies), metering of both pools, and the task, service and cluster
+//!   descriptions that the control plane stores and returns, with ECS's field names.
 //! - [`net`]: task networking for ECS's network modes. The cluster's bridge (`berth0`,
 //!   `10.89.0.0/16`, forwarding and outbound NAT), one named network namespace per awsvpc or
 //!   bridge-mode task joined to it by a veth pair with an address from a file-backed IPAM,
@@ -21,5 +26,6 @@
 //! (one sandbox and one network namespace per task, billed per use). That part is not filled in
 //! yet.
 
+pub mod ecs;
 pub mod net;
 pub mod sandbox;

@@ -2,6 +2,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ContainerState;
 
 /// What went wrong while preparing, running or cleaning up a sandboxed process.
 ///
@@ -120,6 +123,81 @@ pub enum Error {
     /// everything was cleaned up.
     #[error("the sandboxed process was cancelled")]
     Cancelled,
+
+    /// A run asked for a container name ([`super::RunSpec::name`]) that a live run under the same
+    /// state root holds.
+    #[error("a container named {name} is already running under {}", root.display())]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The sandbox's state root.
+        root: PathBuf,
+    },
+
+    /// A [`super::ContainerControl`] was handed to a second run; each run needs its own.
+    #[error("the container control is already attached to container {container}")]
+    ControlInUse {
+        /// The container the control belongs to.
+        container: String,
+    },
+
+    /// An operation on a [`super::ContainerControl`] needs a running container, and this one
+    /// has not started yet, has exited, or never started.
+    #[error("{} is not running: {state}", container_label(container))]
+    NotRunning {
+        /// The container id; `None` while the control is not attached to a run yet.
+        container: Option<String>,
+        /// Where the container is.
+        state: ContainerState,
+    },
+
+    /// Waiting for a container to start or to exit took longer than the caller allowed.
+    #[error("{} did not {event} within {timeout:?}", container_label(container))]
+    Timeout {
+        /// The container id; `None` while the control is not attached to a run yet.
+        container: Option<String>,
+        /// What was waited for: `start` or `exit`.
+        event: &'static str,
+        /// How long was waited.
+        timeout: Duration,
+    },
+
+    /// A process run in a container with [`super::ContainerControl::exec`] did not finish in
+    /// time, and was killed.
+    #[error("{args:?} in container {container} did not finish within {timeout:?} and was killed")]
+    ExecTimeout {
+        /// The container id.
+        container: String,
+        /// The process's arguments.
+        args: Vec<String>,
+        /// The time it was given.
+        timeout: Duration,
+    },
+
+    /// A cgroup cannot be made or set as asked (an invalid path, a limit out of range, a
+    /// controller that is not mounted).
+    #[error("cgroup {cgroup}: {reason}")]
+    Cgroup {
+        /// The cgroup path as given.
+        cgroup: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A cgroup cannot be removed because processes are still in it.
+    #[error("cannot remove cgroup {}: processes are still in it", path.display())]
+    CgroupBusy {
+        /// The cgroup's directory.
+        path: PathBuf,
+    },
+}
+
+/// "container ID", or "the container" for a control that is not attached to a run yet.
+fn container_label(container: &Option<String>) -> String {
+    match container {
+        Some(id) => format!("container {id}"),
+        None => "the container".to_string(),
+    }
 }
 
 impl Error {

@@ -3,8 +3,6 @@
 //! They live in the run's state directory and are bind-mounted read-only over the image's
 //! files, as BuildKit does, so they never land in the root filesystem or in a layer.
 
-use super::Network;
-
 /// Where the host's resolver configuration is read from.
 pub(crate) const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -21,14 +19,17 @@ pub(crate) fn hostname_file(hostname: &str) -> String {
     format!("{hostname}\n")
 }
 
-/// `/etc/resolv.conf` for a network mode, from the host's file (`None` when it is missing).
+/// `/etc/resolv.conf` from the host's file (`None` when it is missing), for a container in the
+/// host's network namespace or, with `own_namespace`, in another one.
 ///
 /// With the host's network the host's file is used as it is: its loopback resolvers are
-/// reachable. In a network namespace of its own the container cannot reach them, so loopback
-/// nameservers are dropped, and Docker's default nameservers are used if none remain.
-pub(crate) fn resolv_conf(host: Option<&str>, network: Network) -> String {
-    match (network, host) {
-        (Network::Host, Some(text)) => {
+/// reachable. In another network namespace ([`super::Network::None`], or a namespace joined
+/// with [`super::Network::Join`]) the container cannot reach them, so loopback nameservers are
+/// dropped, and Docker's default nameservers are used if none remain; the rest of the host's
+/// file (search domains, options) is kept, as Docker does for its bridge networks.
+pub(crate) fn resolv_conf(host: Option<&str>, own_namespace: bool) -> String {
+    match (own_namespace, host) {
+        (false, Some(text)) => {
             let mut out = text.to_string();
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push('\n');
@@ -84,7 +85,7 @@ mod tests {
     #[test]
     fn host_network_keeps_the_host_file() {
         let host = "search example.org\nnameserver 127.0.0.53\noptions edns0";
-        assert_eq!(resolv_conf(Some(host), Network::Host), format!("{host}\n"));
+        assert_eq!(resolv_conf(Some(host), false), format!("{host}\n"));
     }
 
     #[test]
@@ -92,15 +93,15 @@ mod tests {
         let host =
             "search example.org\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.0.0.2\n";
         assert_eq!(
-            resolv_conf(Some(host), Network::None),
+            resolv_conf(Some(host), true),
             "search example.org\nnameserver 10.0.0.2\n"
         );
         assert_eq!(
-            resolv_conf(Some("nameserver 127.0.0.1\n"), Network::None),
+            resolv_conf(Some("nameserver 127.0.0.1\n"), true),
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
         assert_eq!(
-            resolv_conf(None, Network::None),
+            resolv_conf(None, true),
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
     }
@@ -108,7 +109,7 @@ mod tests {
     #[test]
     fn missing_host_file_with_host_network() {
         assert_eq!(
-            resolv_conf(None, Network::Host),
+            resolv_conf(None, false),
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
     }

@@ -2,7 +2,9 @@
 //!
 //! This is the only code in berth that mounts, unshares or execs containers. The builder's RUN
 //! steps and the task runner describe what to run with a [`RunSpec`] and get back the exit code
-//! and the output; they never mount anything themselves.
+//! and the output; they never mount anything themselves. Everything a task container needs
+//! beyond a build step is opt-in, and a [`RunSpec::new`] without it runs exactly as a RUN step
+//! does (see "Task containers" below).
 //!
 //! ```no_run
 //! use berth_runner::sandbox::{ProcessSpec, RootfsSpec, RunSpec, Sandbox};
@@ -27,6 +29,8 @@
 //! A run gets a state directory `<root>/<id>` holding its lock, the runtime's own state
 //! (`runc/`), `config.json` (the directory is the bundle), the generated `etc/hosts`,
 //! `etc/resolv.conf` and `etc/hostname`, and for an overlay the merged mount point `rootfs/`.
+//! The id is [`RunSpec::name`] when the caller chose one, else made up; it is also the
+//! runtime's container id.
 //! In order, [`Sandbox::run`]:
 //! 1. mounts the overlay (lower directories read-only, top first, plus the upper and work
 //!    directories) on `rootfs/`, or takes the plain directory as it is. `index`, `redirect_dir`
@@ -40,7 +44,8 @@
 //!    `config.json` (below) and notes which mount destinations are missing, since the runtime
 //!    will create stubs for them;
 //! 4. runs `<runtime> --root <state>/runc run --bundle <state> <id>`, streaming stdout and
-//!    stderr to the caller as they arrive;
+//!    stderr to the caller as they arrive (with a [`ContainerControl`], also `--pid-file
+//!    <state>/init.pid`, which tells it when the container has started);
 //! 5. cleans up, whatever happened: kills and deletes the container if it is still there, removes
 //!    the mount stubs the runtime created (and the directories overlayfs copied up for them),
 //!    unmounts the overlay and the caller's overlays and tmpfs, and removes the state directory.
@@ -57,14 +62,17 @@
 //! # config.json
 //! Built with `oci-spec`, every field set explicitly, to match what `docker build` gives a RUN
 //! step (BuildKit's runc executor over containerd's and Docker's default specs):
-//! - namespaces: mount, pid, ipc and uts; network only for [`Network::None`] (the runtime brings
-//!   up `lo` in it). No user or cgroup namespace;
+//! - namespaces: mount, pid, ipc and uts; network for [`Network::None`] (a new one: the runtime
+//!   brings up `lo` in it) and [`Network::Join`] (`{"type": "network", "path": ...}`: the
+//!   runtime joins it and configures nothing). No user or cgroup namespace;
 //! - capabilities: Docker's default set ([`DEFAULT_CAPABILITIES`]) in the bounding, effective and
 //!   permitted sets; the inheritable and ambient sets empty, as Docker has done since 23.0;
 //! - `noNewPrivileges` false, so setuid binaries such as `su` work in a step;
 //! - rlimits: `RLIMIT_NOFILE` [`NOFILE_LIMIT`] soft and hard, as `docker build` gives a step,
 //!   lowered to what this process may set: `fs.nr_open`, and its own hard limit when it lacks
-//!   `CAP_SYS_RESOURCE` (the runtime would fail to set more);
+//!   `CAP_SYS_RESOURCE` (the runtime would fail to set more); then [`RunSpec::rlimits`], each
+//!   replacing the default of its name, as Docker's `--ulimit` replaces the daemon's
+//!   `default-ulimits`;
 //! - mounts: Docker's `/proc`, `/dev` (tmpfs), `/dev/pts`, `/sys` (read-only), `/sys/fs/cgroup`
 //!   (read-only), `/dev/mqueue` and `/dev/shm`; then the generated `/etc/resolv.conf`,
 //!   `/etc/hosts` and `/etc/hostname`, bound read-only as BuildKit binds them; then
@@ -72,8 +80,34 @@
 //! - masked and read-only paths: Docker's ([`MASKED_PATHS`], [`READONLY_PATHS`]);
 //! - device cgroup: deny everything and let the runtime add its default allow list (null, zero,
 //!   full, random, urandom, tty, ptmx, pts), as containerd's default spec does;
-//! - hostname: [`DEFAULT_HOSTNAME`] unless the run or the sandbox names another; no cgroups path
-//!   (the runtime's default, `/<id>`), no seccomp and no AppArmor profile.
+//! - resources: [`RunSpec::resources`] as `linux.resources.{cpu,memory,pids}` (none by default);
+//! - cgroups path: `<`[`RunSpec::cgroup_parent`]`>/<id>` when a parent is given, else none (the
+//!   runtime's default, `/<id>`);
+//! - hostname: [`DEFAULT_HOSTNAME`] unless the run or the sandbox names another; no seccomp and
+//!   no AppArmor profile.
+//!
+//! # Task containers
+//! The task runner runs each container of a task through [`Sandbox::run`] on a thread of its
+//! own, with:
+//! - [`RunSpec::name`]: the container's id, so that its state is at `<root>/<name>` and the
+//!   runtime's tools find it (`runc --root <root>/<name>/runc state <name>`);
+//! - [`RunSpec::control`]: a [`ContainerControl`] to wait for the start (ECS's `START`
+//!   condition), send SIGTERM and then SIGKILL after `stopTimeout`, run health checks in the
+//!   container (`exec`, with a timeout), find the init's pid and wait for the exit;
+//! - [`Network::Join`]: the task's network namespace, which all its containers share (awsvpc,
+//!   bridge); [`Network::Host`] and [`Network::None`] serve the `host` and `none` modes;
+//! - [`RunSpec::resources`] and [`RunSpec::rlimits`]: the container's `cpu`, `memory`,
+//!   `memoryReservation` and `ulimits` ([`Resources::ecs_container`]);
+//! - [`RunSpec::cgroup_parent`]: the task's cgroup, which [`Sandbox::create_cgroup`] makes with
+//!   the task size ([`Resources::task_size`]) and [`Sandbox::remove_cgroup`] removes after the
+//!   last container. A relative path (`berth/<task>`) is under this process's own cgroup in
+//!   each hierarchy, an absolute one under the hierarchy's root, as runc's cgroupfs driver takes
+//!   `cgroupsPath`; cgroup v1 hierarchies (hybrid hosts) and the unified v2 one are handled;
+//! - [`Mount::Bind`] (read-only or not) for volumes and [`Mount::Tmpfs`], and
+//!   [`RunSpec::hostname`]; the output callback for the container's logs.
+//!
+//! The runtime process of a run is killed if the thread that started it dies; the container
+//! itself is not (the runtime has no such option), which is why the sweep below exists.
 //!
 //! # Leftovers
 //! A run that is killed with the calling process leaves its state directory behind. Every
@@ -82,11 +116,25 @@
 //! unmounts what is mounted under them (the caller's overlays and file tmpfs included) and
 //! removes them. The mount stubs such a run left in an upper directory are not removed: a step
 //! whose run was killed has no layer to take.
+//!
+//! A task container runs for as long as its task does, and its run holds the lock all that
+//! time, so a sweep (by another sandbox on the same root, in this process or another) never
+//! touches it. When the owning process dies, the runtime process dies with it but the
+//! container goes on running, orphaned, with nobody reading its output, until the next sweep
+//! kills and deletes it: a task runner that restarts builds its sandbox (which sweeps) and
+//! starts its tasks again; it cannot adopt them. A run whose [`RunSpec::name`] is held by such
+//! a dead run sweeps that one directory first. The sweep does not remove a task's cgroup
+//! parent (the runtime removes each container's own cgroup when it deletes the container):
+//! [`Sandbox::remove_cgroup`] does.
 
+mod cgroup;
+mod control;
 mod error;
 mod etc;
 mod mount;
+mod netns;
 mod path;
+mod resources;
 mod run;
 mod runtime;
 mod spec;
@@ -97,8 +145,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use control::{ContainerControl, ContainerState};
 pub use error::Error;
 pub use mount::{OverlayMount, mounts_under};
+pub use resources::{
+    CPU_PERIOD_US, CPU_UNITS_PER_VCPU, MAX_CPU_SHARES, MIB, MIN_CPU_SHARES, MIN_MEMORY_BYTES,
+    RLIM_INFINITY, RLIMIT_NAMES, Resources, Rlimit,
+};
 pub use spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, NOFILE_LIMIT, READONLY_PATHS};
 pub use user::{GROUP_PATH, PASSWD_PATH, User, resolve_user};
 
@@ -240,6 +293,28 @@ impl Sandbox {
     pub fn sweep(&self) -> Result<usize, Error> {
         run::sweep(&self.config)
     }
+
+    /// Creates the cgroup `path` to hold a task's containers ([`RunSpec::cgroup_parent`]), with
+    /// the `resources` they share: a task size's cpu quota and memory limit. An existing cgroup
+    /// gets the new limits. `path` is relative to this process's own cgroup (`berth/<task>`)
+    /// or, with a leading `/`, to the hierarchy's root, as the runtime takes `cgroupsPath`
+    /// (see "Task containers" in the module docs). With no limits it does nothing, since the
+    /// runtime creates the parent itself when it creates a container under it.
+    ///
+    /// A container's own limits should fit in its parent's: on cgroup v1 the kernel refuses a
+    /// container's cpu quota above its parent's (v2 caps it), and a memory limit above the
+    /// parent's is never reached.
+    pub fn create_cgroup(&self, path: &str, resources: &Resources) -> Result<(), Error> {
+        cgroup::create(path, resources)
+    }
+
+    /// Removes the cgroup `path` and any cgroups left under it, in every hierarchy. Call it
+    /// once the task's runs have all returned (the runtime removes each container's own cgroup
+    /// when it deletes the container). A cgroup that does not exist is not an error; one that
+    /// still holds processes gives [`Error::CgroupBusy`].
+    pub fn remove_cgroup(&self, path: &str) -> Result<(), Error> {
+        cgroup::remove(path)
+    }
 }
 
 /// What to run and in what.
@@ -261,6 +336,28 @@ pub struct RunSpec {
     pub mount_stubs: MountStubs,
     /// Cancels the run from another thread.
     pub cancel: Option<CancelToken>,
+    /// The container's id, chosen by the caller so that its state can be found: the runtime's
+    /// container id and the name of the run's state directory under the sandbox's root
+    /// (`runc --root <root>/<name>/runc state <name>` shows it). Letters, digits, `_`, `.`, `+`
+    /// and `-`, starting with a letter or a digit, at most 255 bytes. A name that a live run
+    /// holds is refused with [`Error::NameInUse`]; the state a dead run left under it is swept
+    /// first. Default: an id made up for the run (`berth-<pid>-...`).
+    pub name: Option<String>,
+    /// cgroup limits of the container: cpu shares and quota, memory limit and reservation,
+    /// pids. Default: none (the parent's limits apply).
+    pub resources: Option<Resources>,
+    /// The cgroup the container's own cgroup is made in: `linux.cgroupsPath` is
+    /// `<parent>/<container id>`, so that a task's containers sit under one parent (see
+    /// [`Sandbox::create_cgroup`] for the path's form and for limits on the parent). Default:
+    /// the runtime's (`/<container id>`).
+    pub cgroup_parent: Option<String>,
+    /// Rlimits of the process, as ECS's `ulimits`. Each replaces the sandbox's default for the
+    /// same limit (only `nofile` has one, [`NOFILE_LIMIT`]); the others are inherited from the
+    /// caller. Raising a hard limit above the caller's needs `CAP_SYS_RESOURCE`. Default: none.
+    pub rlimits: Vec<Rlimit>,
+    /// A handle to signal the running container, run processes in it and wait for it from
+    /// another thread. One control serves one run.
+    pub control: Option<ContainerControl>,
 }
 
 impl RunSpec {
@@ -275,6 +372,11 @@ impl RunSpec {
             readonly_rootfs: false,
             mount_stubs: MountStubs::default(),
             cancel: None,
+            name: None,
+            resources: None,
+            cgroup_parent: None,
+            rlimits: Vec::new(),
+            control: None,
         }
     }
 }
@@ -442,7 +544,7 @@ pub enum MountStubs {
 }
 
 /// The network a process sees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Network {
     /// The host's network namespace, as `docker build` gives a step by default; `/etc/resolv.conf`
     /// is the host's.
@@ -450,6 +552,15 @@ pub enum Network {
     Host,
     /// A network namespace of its own with only the loopback interface, up.
     None,
+    /// An existing network namespace, named by a file that holds it: `/run/netns/<name>` as
+    /// `ip netns add` makes it, or `/proc/<pid>/ns/net`. The containers of one task join the
+    /// same one (ECS's awsvpc and bridge modes) and reach each other on loopback. The sandbox
+    /// sets nothing up in it: its interfaces (`lo` included, which `ip netns add` leaves down),
+    /// addresses and routes are its maker's. `/etc/hosts` maps the hostname to loopback, as for
+    /// the other modes; `/etc/resolv.conf` is the host's without its loopback nameservers
+    /// (unreachable from another namespace), or Docker's default nameservers when none remain;
+    /// the host's file as it is when the namespace is the caller's own.
+    Join(PathBuf),
 }
 
 /// Which output stream bytes came from.

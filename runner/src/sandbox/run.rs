@@ -9,6 +9,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::control::{self, Attachment, Target};
 use super::error::Error;
 use super::mount::{self, Overlay, mounts_under};
 use super::path::{is_missing, resolve_in_root};
@@ -16,7 +17,10 @@ use super::runtime::{self, Runtime};
 use super::spec::{self, SpecInput};
 use super::stubs::Stubs;
 use super::user::{User, resolve_user};
-use super::{Config, DEFAULT_PATH_ENV, ExitStatus, Mount, RootfsSpec, RunSpec, Stream, etc};
+use super::{
+    Config, DEFAULT_PATH_ENV, ExitStatus, Mount, Network, RootfsSpec, RunSpec, Stream, cgroup, etc,
+    netns, resources,
+};
 
 /// Held shared while a run creates its state directory, exclusive while sweeping.
 const ROOT_LOCK: &str = ".lock";
@@ -34,6 +38,11 @@ const EMPTY_LOWER: &str = "empty";
 const ETC_DIR: &str = "etc";
 /// The bundle's config.
 const CONFIG_JSON: &str = "config.json";
+/// Where the runtime writes the container's init pid once it has started it (only for a run
+/// with a [`super::ContainerControl`]).
+const INIT_PID: &str = "init.pid";
+/// The longest container name: a file name.
+const NAME_MAX: usize = 255;
 /// The overlays of [`Mount::Layers`]: `mounts/<n>/{merged,upper,work}`, `n` the mount's index.
 const MOUNTS_DIR: &str = "mounts";
 /// The tmpfs that holds the files of [`Mount::File`], one per mount, named by its index.
@@ -97,10 +106,30 @@ pub(crate) fn execute(
     spec: &RunSpec,
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<ExitStatus, Error> {
-    validate(spec)?;
-    let mut run = Run::create(config)?;
-    let result = run.execute(spec, on_output);
+    let refused = |err: Error| {
+        if let Some(control) = &spec.control {
+            Attachment::refuse(control, spec.name.as_deref());
+        }
+        err
+    };
+    validate(spec).map_err(refused)?;
+    // Declared first so that, should the caller's callback unwind, it is dropped (marking the
+    // control done) only after the run's own cleanup.
+    let attachment: Option<Attachment<'_>>;
+    let mut run = Run::create(config, spec.name.as_deref()).map_err(refused)?;
+    attachment = match &spec.control {
+        Some(control) => Some(Attachment::attach(control, &run.id)?),
+        None => None,
+    };
+    let result = run.execute(spec, attachment.as_ref(), on_output);
+    if let Some(attachment) = &attachment {
+        attachment.ended(None);
+        attachment.drain(STOP_GRACE);
+    }
     let cleanup = run.cleanup();
+    if let Some(attachment) = attachment {
+        attachment.finish();
+    }
     match (result, cleanup) {
         (Ok(status), Ok(())) => Ok(status),
         (Ok(_), Err(err)) => Err(err),
@@ -127,8 +156,41 @@ fn require_dir(what: &str, path: &Path) -> Result<(), Error> {
     }
 }
 
+/// Checks a caller's container name: runc's id alphabet, a file name that cannot be hidden.
+fn validate_name(name: &str) -> Result<(), Error> {
+    let valid = name.len() <= NAME_MAX
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid container name {name:?}: letters, digits, '_', '.', '+' and '-', \
+             starting with a letter or a digit, at most {NAME_MAX} bytes"
+        )))
+    }
+}
+
 /// Checks what can be checked before anything is created.
 fn validate(spec: &RunSpec) -> Result<(), Error> {
+    if let Some(name) = &spec.name {
+        validate_name(name)?;
+    }
+    if let Network::Join(path) = &spec.network {
+        netns::check(path)?;
+    }
+    if let Some(limits) = &spec.resources {
+        limits.validate().map_err(invalid)?;
+    }
+    if let Some(parent) = &spec.cgroup_parent {
+        cgroup::validate_path(parent).map_err(invalid)?;
+    }
+    resources::validate_rlimits(&spec.rlimits).map_err(invalid)?;
     let process = &spec.process;
     if process.args.is_empty() {
         return Err(invalid("the process has no arguments".into()));
@@ -301,14 +363,30 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn create(config: &'a Config) -> Result<Run<'a>, Error> {
-        let _root_lock = lock_root(&config.root, false)?;
+    /// Creates the run's state directory, named `name` or a made-up id, and takes its lock.
+    /// A named directory that a dead run left is swept first.
+    fn create(config: &'a Config, name: Option<&str>) -> Result<Run<'a>, Error> {
+        let mut reclaimed = false;
         loop {
-            let id = new_id();
+            let root_lock = lock_root(&config.root, false)?;
+            let id = name.map_or_else(new_id, str::to_string);
             let dir = config.root.join(&id);
             match DirBuilder::new().mode(0o711).create(&dir) {
                 Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    if name.is_none() {
+                        continue;
+                    }
+                    drop(root_lock);
+                    if !reclaimed && reclaim(config, &dir)? {
+                        reclaimed = true;
+                        continue;
+                    }
+                    return Err(Error::NameInUse {
+                        name: id,
+                        root: config.root.clone(),
+                    });
+                }
                 Err(err) => return Err(Error::io("create", &dir, err)),
             }
             let lock_path = dir.join(RUN_LOCK);
@@ -342,6 +420,7 @@ impl<'a> Run<'a> {
     fn execute(
         &mut self,
         spec: &RunSpec,
+        attachment: Option<&Attachment<'_>>,
         on_output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<ExitStatus, Error> {
         let rootfs = match &spec.rootfs {
@@ -384,7 +463,8 @@ impl<'a> Run<'a> {
         let host_resolv = fs::read_to_string(etc::HOST_RESOLV_CONF).ok();
         write_file(
             &resolv_conf,
-            etc::resolv_conf(host_resolv.as_deref(), spec.network).as_bytes(),
+            etc::resolv_conf(host_resolv.as_deref(), own_network_namespace(&spec.network))
+                .as_bytes(),
         )?;
         write_file(&hostname_file, etc::hostname_file(hostname).as_bytes())?;
 
@@ -397,8 +477,14 @@ impl<'a> Run<'a> {
             cwd: &process.cwd,
             user: &user,
             hostname,
-            network: spec.network,
+            network: &spec.network,
             nofile: spec::nofile_limit(),
+            rlimits: &spec.rlimits,
+            resources: spec.resources.as_ref(),
+            cgroups_path: spec
+                .cgroup_parent
+                .as_ref()
+                .map(|parent| format!("{parent}/{}", self.id)),
             resolv_conf: &resolv_conf,
             hosts: &hosts,
             hostname_file: &hostname_file,
@@ -422,13 +508,54 @@ impl<'a> Run<'a> {
         let state = self.dir.join(RUNTIME_STATE);
         let log = self.dir.join(RUNTIME_LOG);
         let runtime = &self.config.runtime;
-        let child = self
-            .child
-            .insert(runtime.spawn_run(&state, &log, &self.dir, &self.id)?);
-        let id = &self.id;
-        let ended = runtime::pump(child, on_output, spec.cancel.as_ref(), &mut || {
-            runtime.kill(&state, id);
-        })?;
+        let pid_file = attachment.map(|_| self.dir.join(INIT_PID));
+        let child = self.child.insert(runtime.spawn_run(
+            &state,
+            &log,
+            &self.dir,
+            &self.id,
+            pid_file.as_deref(),
+        )?);
+        let (id, dir) = (&self.id, &self.dir);
+        // Moves the control to running once the runtime has written the init's pid.
+        let look_for_start = || match (attachment, &pid_file) {
+            (Some(attachment), Some(pid_file)) if !attachment.is_started() => {
+                match control::read_pid(pid_file) {
+                    Some(pid) => {
+                        let target = Target {
+                            runtime: runtime.clone(),
+                            state: state.clone(),
+                            dir: dir.clone(),
+                            id: id.clone(),
+                        };
+                        attachment.started(target, pid);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => true,
+        };
+        let ended = runtime::pump(
+            child,
+            on_output,
+            spec.cancel.as_ref(),
+            &mut || {
+                runtime.kill(&state, id);
+            },
+            &mut || {
+                if look_for_start() {
+                    runtime::TICK
+                } else {
+                    control::START_TICK
+                }
+            },
+        )?;
+        // A container that started and exited between two looks has still started.
+        look_for_start();
+        if let Some(attachment) = attachment {
+            attachment.ended(Some(ended.status));
+        }
         self.child = None;
 
         if ended.cancelled {
@@ -612,15 +739,11 @@ pub(crate) fn sweep(config: &Config) -> Result<usize, Error> {
         {
             continue;
         }
-        // A run that is alive holds its lock; a directory without one died while being set up.
-        let _lock = match File::open(dir.join(RUN_LOCK)) {
-            Ok(file) => match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-                Ok(()) => Some(file),
-                Err(_) => continue,
-            },
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        let _lock = match liveness(&dir) {
+            Ok(Liveness::Dead(lock)) => lock,
+            Ok(Liveness::Alive) => continue,
             Err(err) => {
-                first.get_or_insert(Error::io("open", dir.join(RUN_LOCK), err));
+                first.get_or_insert(err);
                 continue;
             }
         };
@@ -635,6 +758,53 @@ pub(crate) fn sweep(config: &Config) -> Result<usize, Error> {
     match first {
         Some(err) => Err(err),
         None => Ok(removed),
+    }
+}
+
+/// Whether the run of a state directory is alive.
+enum Liveness {
+    /// Its run holds its lock.
+    Alive,
+    /// Its run is gone. The lock is now held here, so that nothing else cleans the directory
+    /// up at the same time; `None` for a directory whose run died before it had a lock.
+    Dead(Option<File>),
+}
+
+/// Judges a state directory by its lock. Called with the root locked exclusively, so that no
+/// run is being set up: a directory without a lock is one whose run died while setting up.
+fn liveness(dir: &Path) -> Result<Liveness, Error> {
+    match File::open(dir.join(RUN_LOCK)) {
+        Ok(file) => match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Liveness::Dead(Some(file))),
+            Err(_) => Ok(Liveness::Alive),
+        },
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Liveness::Dead(None)),
+        Err(err) => Err(Error::io("open", dir.join(RUN_LOCK), err)),
+    }
+}
+
+/// Cleans up the state directory `dir` that a named run found in its way, if its run is dead.
+/// Returns whether it was removed.
+fn reclaim(config: &Config, dir: &Path) -> Result<bool, Error> {
+    let _root_lock = lock_root(&config.root, true)?;
+    if fs::symlink_metadata(dir).is_err() {
+        // Gone since: cleaned up by its run, or by a sweep.
+        return Ok(true);
+    }
+    let Liveness::Dead(_lock) = liveness(dir)? else {
+        return Ok(false);
+    };
+    tracing::info!(dir = %dir.display(), "removing what a dead run left under its name");
+    clean_stale(config, dir)?;
+    Ok(true)
+}
+
+/// Whether a network mode puts the process in another network namespace than the caller's.
+fn own_network_namespace(network: &Network) -> bool {
+    match network {
+        Network::Host => false,
+        Network::None => true,
+        Network::Join(path) => !netns::is_own(path),
     }
 }
 
@@ -669,6 +839,19 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"_+-.".contains(&c))
         );
+    }
+
+    #[test]
+    fn container_names() {
+        for good in ["web", "task-0123abcd-web", "a.b_c+d", "9lives"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "-flag", "a/b", "sp ace", "ünï"] {
+            let err = validate_name(bad).unwrap_err();
+            assert!(err.to_string().contains("invalid container name"), "{err}");
+        }
+        assert!(validate_name(&"x".repeat(255)).is_ok());
+        assert!(validate_name(&"x".repeat(256)).is_err());
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use super::error::Error;
 use super::{CancelToken, ExitStatus, Stream};
 
-/// How often the output loop wakes up to look at the cancel token and the runtime process.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the output loop wakes up to look at the cancel token and the runtime process,
+/// unless its caller asks for less.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// How long a killed container gets before the runtime process itself is killed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -61,7 +62,8 @@ impl Runtime {
         cmd
     }
 
-    /// Starts `runtime run` for the bundle at `bundle`, its output on pipes.
+    /// Starts `runtime run` for the bundle at `bundle`, its output on pipes. With `pid_file`,
+    /// the runtime writes the container's init pid there once the container is started.
     ///
     /// The runtime gets a process group of its own, so that a terminal's Ctrl-C reaches the
     /// caller (which cancels the run and cleans up) rather than the container; and it is killed
@@ -73,6 +75,7 @@ impl Runtime {
         log: &Path,
         bundle: &Path,
         id: &str,
+        pid_file: Option<&Path>,
     ) -> Result<Child, Error> {
         let mut cmd = self.command(state);
         cmd.arg("--log")
@@ -81,9 +84,43 @@ impl Runtime {
             .arg("json")
             .arg("run")
             .arg("--bundle")
-            .arg(bundle)
-            .arg(id)
-            .stdin(Stdio::null())
+            .arg(bundle);
+        if let Some(pid_file) = pid_file {
+            cmd.arg("--pid-file").arg(pid_file);
+        }
+        cmd.arg(id);
+        self.spawn_piped(cmd)
+    }
+
+    /// Starts `runtime exec` of `args` in the running container `id`, with `env` added to its
+    /// environment, its output on pipes; the runtime writes the new process's pid to
+    /// `pid_file`. Guarded as [`Runtime::spawn_run`] is.
+    pub(crate) fn spawn_exec(
+        &self,
+        state: &Path,
+        log: &Path,
+        pid_file: &Path,
+        id: &str,
+        args: &[String],
+        env: &[String],
+    ) -> Result<Child, Error> {
+        let mut cmd = self.command(state);
+        cmd.arg("--log")
+            .arg(log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(pid_file);
+        for entry in env {
+            cmd.arg("--env").arg(entry);
+        }
+        cmd.arg(id).args(args);
+        self.spawn_piped(cmd)
+    }
+
+    fn spawn_piped(&self, mut cmd: Command) -> Result<Child, Error> {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -99,6 +136,30 @@ impl Runtime {
         cmd.spawn().map_err(|source| Error::RuntimeSpawn {
             runtime: self.path.clone(),
             source,
+        })
+    }
+
+    /// `kill <id> <signal>`: sends `signal` to the container's init process. The runtime's
+    /// message is the error when it refuses (the container does not exist, is not running).
+    pub(crate) fn signal(&self, state: &Path, id: &str, signal: libc::c_int) -> Result<(), Error> {
+        let out = self
+            .command(state)
+            .arg("kill")
+            .arg(id)
+            .arg(signal.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::RuntimeSpawn {
+                runtime: self.path.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Runtime {
+            runtime: self.path.clone(),
+            action: "kill",
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
 
@@ -169,13 +230,16 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 
 /// Forwards the runtime's stdout and stderr to `on_output` as they arrive, until it exits.
 ///
-/// While `cancel` is set the container is killed through `kill` (retried each tick, since the
-/// container may not exist yet), and after [`KILL_GRACE`] the runtime process itself.
+/// While `cancel` is set the container is killed through `kill` (retried every second, since
+/// the container may not exist yet), and after [`KILL_GRACE`] the runtime process itself.
+/// `watch` is called on every turn of the loop, before it waits, and says how long the wait
+/// may last (at most [`TICK`] is sensible): a caller waiting for something polls there.
 pub(crate) fn pump(
     child: &mut Child,
     on_output: &mut dyn FnMut(Stream, &[u8]),
     cancel: Option<&CancelToken>,
     kill: &mut dyn FnMut(),
+    watch: &mut dyn FnMut() -> Duration,
 ) -> Result<Ended, Error> {
     let mut streams: [(Stream, Option<File>); 2] = [
         (
@@ -207,13 +271,14 @@ pub(crate) fn pump(
         if fds.is_empty() && exited.is_some() {
             break;
         }
+        let tick = watch();
         let timeout = if exited.is_some() {
             0
         } else {
-            TICK.as_millis() as libc::c_int
+            tick.as_millis().min(libc::c_int::MAX as u128) as libc::c_int
         };
         let ready = if fds.is_empty() {
-            std::thread::sleep(TICK);
+            std::thread::sleep(tick);
             0
         } else {
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
@@ -320,6 +385,7 @@ mod tests {
             },
             None,
             &mut || {},
+            &mut || TICK,
         )
         .unwrap();
         assert_eq!(ended.status.code(), 7);
@@ -336,7 +402,7 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let ended = pump(&mut child, &mut |_, _| {}, None, &mut || {}).unwrap();
+        let ended = pump(&mut child, &mut |_, _| {}, None, &mut || {}, &mut || TICK).unwrap();
         assert_eq!(ended.status.code(), 137);
     }
 

@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount as OciMount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount as OciMount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::error::Error;
+use super::resources::{Resources, Rlimit};
 use super::user::User;
 use super::{Mount, Network};
 
@@ -112,9 +113,15 @@ pub(crate) struct SpecInput<'a> {
     pub(crate) cwd: &'a Path,
     pub(crate) user: &'a User,
     pub(crate) hostname: &'a str,
-    pub(crate) network: Network,
-    /// The open-files limit, soft and hard.
+    pub(crate) network: &'a Network,
+    /// The default open-files limit, soft and hard, unless `rlimits` names `nofile`.
     pub(crate) nofile: u64,
+    /// The caller's rlimits (validated).
+    pub(crate) rlimits: &'a [Rlimit],
+    /// The cgroup limits (validated).
+    pub(crate) resources: Option<&'a Resources>,
+    /// `linux.cgroupsPath`; the runtime's default when `None`.
+    pub(crate) cgroups_path: Option<String>,
     /// Host paths of the generated `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`.
     pub(crate) resolv_conf: &'a Path,
     pub(crate) hosts: &'a Path,
@@ -275,6 +282,73 @@ fn caller_mount(m: &Mount) -> Result<OciMount, Error> {
     }
 }
 
+/// The process's rlimits: the default open-files limit unless the caller gives `nofile`, then
+/// the caller's, in their order.
+fn rlimits(nofile: u64, given: &[Rlimit]) -> Result<Vec<PosixRlimit>, Error> {
+    let mut out = Vec::with_capacity(given.len() + 1);
+    if !given.iter().any(|l| l.name == "nofile") {
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(nofile)
+                .soft(nofile)
+                .build()?,
+        );
+    }
+    for limit in given {
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(limit.kind().map_err(Error::InvalidSpec)?)
+                .hard(limit.hard)
+                .soft(limit.soft)
+                .build()?,
+        );
+    }
+    Ok(out)
+}
+
+/// `linux.resources`: the device cgroup's deny-all (the runtime adds its default allow list),
+/// and the caller's cpu, memory and pids limits (validated, so they fit in an `i64`).
+fn resources(limits: Option<&Resources>) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    let mut builder = LinuxResourcesBuilder::default().devices(vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ]);
+    let Some(limits) = limits else {
+        return Ok(builder.build()?);
+    };
+    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    if limits.cpu_shares.is_some() || limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(shares) = limits.cpu_shares {
+            cpu = cpu.shares(shares);
+        }
+        if let Some(quota) = limits.cpu_quota {
+            cpu = cpu.quota(signed(quota));
+        }
+        if let Some(period) = limits.effective_cpu_period() {
+            cpu = cpu.period(period);
+        }
+        builder = builder.cpu(cpu.build()?);
+    }
+    if limits.memory_limit.is_some() || limits.memory_reservation.is_some() {
+        let mut memory = LinuxMemoryBuilder::default();
+        if let Some(limit) = limits.memory_limit {
+            memory = memory.limit(signed(limit));
+        }
+        if let Some(reservation) = limits.memory_reservation {
+            memory = memory.reservation(signed(reservation));
+        }
+        builder = builder.memory(memory.build()?);
+    }
+    if let Some(pids) = limits.pids_limit {
+        builder = builder.pids(LinuxPidsBuilder::default().limit(signed(pids)).build()?);
+    }
+    Ok(builder.build()?)
+}
+
 /// Builds the runtime config.
 pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, Error> {
     let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
@@ -299,13 +373,7 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, Error> {
         .env(input.env.clone())
         .cwd(input.cwd)
         .capabilities(capabilities)
-        .rlimits(vec![
-            PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .hard(input.nofile)
-                .soft(input.nofile)
-                .build()?,
-        ])
+        .rlimits(rlimits(input.nofile, input.rlimits)?)
         .no_new_privileges(false)
         .build()?;
 
@@ -324,25 +392,24 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, Error> {
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
     ];
-    if input.network == Network::None {
+    if *input.network == Network::None {
         kinds.push(LinuxNamespaceType::Network);
     }
     for typ in kinds {
         namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
     }
-
-    let resources = LinuxResourcesBuilder::default()
-        .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .access("rwm")
+    if let Network::Join(path) = input.network {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
                 .build()?,
-        ])
-        .build()?;
+        );
+    }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .resources(resources)
+        .resources(resources(input.resources)?)
         .masked_paths(
             MASKED_PATHS
                 .iter()
@@ -354,8 +421,11 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, Error> {
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>(),
-        )
-        .build()?;
+        );
+    if let Some(path) = &input.cgroups_path {
+        linux = linux.cgroups_path(PathBuf::from(path));
+    }
+    let linux = linux.build()?;
 
     let root = RootBuilder::default()
         .path(input.rootfs)
@@ -381,6 +451,16 @@ mod tests {
     use serde_json::Value;
 
     fn spec_json(network: Network, mounts: &[Mount]) -> Value {
+        spec_json_with(network, mounts, &[], None, None)
+    }
+
+    fn spec_json_with(
+        network: Network,
+        mounts: &[Mount],
+        rlimits: &[Rlimit],
+        resources: Option<&Resources>,
+        cgroups_path: Option<&str>,
+    ) -> Value {
         let user = User {
             uid: 1000,
             gid: 1000,
@@ -396,8 +476,11 @@ mod tests {
             cwd: Path::new("/work"),
             user: &user,
             hostname: "box",
-            network,
+            network: &network,
             nofile: NOFILE_LIMIT,
+            rlimits,
+            resources,
+            cgroups_path: cgroups_path.map(str::to_string),
             resolv_conf: Path::new("/state/etc/resolv.conf"),
             hosts: Path::new("/state/etc/hosts"),
             hostname_file: Path::new("/state/etc/hostname"),
@@ -479,6 +562,84 @@ mod tests {
             kinds(&spec_json(Network::None, &[])),
             ["mount", "pid", "ipc", "uts", "network"]
         );
+    }
+
+    #[test]
+    fn a_joined_network_namespace_is_named_by_its_path() {
+        let v = spec_json(Network::Join("/run/netns/task-1".into()), &[]);
+        assert_eq!(
+            v["linux"]["namespaces"],
+            serde_json::json!([
+                {"type": "mount"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "network", "path": "/run/netns/task-1"}
+            ])
+        );
+    }
+
+    #[test]
+    fn rlimits_replace_the_default_of_their_name() {
+        let v = spec_json_with(
+            Network::Host,
+            &[],
+            &[Rlimit::new("core", 0, 0), Rlimit::new("nproc", 100, 200)],
+            None,
+            None,
+        );
+        assert_eq!(
+            v["process"]["rlimits"],
+            serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576},
+                {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+                {"type": "RLIMIT_NPROC", "hard": 200, "soft": 100},
+            ])
+        );
+        let v = spec_json_with(
+            Network::Host,
+            &[],
+            &[Rlimit::new("nofile", 1024, 4096)],
+            None,
+            None,
+        );
+        assert_eq!(
+            v["process"]["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}])
+        );
+    }
+
+    #[test]
+    fn resources_and_cgroups_path() {
+        let limits = Resources {
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: None,
+            memory_limit: Some(64 << 20),
+            memory_reservation: Some(32 << 20),
+            pids_limit: Some(100),
+        };
+        let v = spec_json_with(
+            Network::Host,
+            &[],
+            &[],
+            Some(&limits),
+            Some("berth/task-1/web"),
+        );
+        assert_eq!(
+            v["linux"]["resources"],
+            serde_json::json!({
+                "devices": [{"allow": false, "access": "rwm"}],
+                "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+                "memory": {"limit": 67108864, "reservation": 33554432},
+                "pids": {"limit": 100},
+            })
+        );
+        assert_eq!(v["linux"]["cgroupsPath"], "berth/task-1/web");
+        // Without them, as before: devices only, the runtime's default path.
+        let v = spec_json(Network::Host, &[]);
+        assert_eq!(
+            v["linux"]["resources"],
+            serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})
+        );
+        assert!(v["linux"].get("cgroupsPath").is_none());
     }
 
     #[test]
