@@ -15,6 +15,9 @@
 //!   placement on EC2 container instances (constraints, the cluster query language, binpack,
 //!   spread and random strategies), metering of both pools, and the task, service and cluster
 //!   descriptions that the control plane stores and returns, with ECS's field names.
+//! - [`lb`]: a service's TCP load balancer. It spreads connections over the healthy registered
+//!   targets (least outstanding connections, round-robin among ties), skips targets that refuse,
+//!   and deregisters with connection draining.
 //! - [`net`]: task networking for ECS's network modes. The cluster's bridge (`berth0`,
 //!   `10.89.0.0/16`, forwarding and outbound NAT), one named network namespace per awsvpc or
 //!   bridge-mode task joined to it by a veth pair with an address from a file-backed IPAM,
@@ -27,5 +30,6 @@
 //! yet.
 
 pub mod ecs;
+pub mod lb;
 pub mod net;
 pub mod sandbox;
