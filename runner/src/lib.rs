@@ -10,6 +10,10 @@
 //!   `/etc/resolv.conf` and `/etc/hostname`, makes the caller's extra mounts (host binds, tmpfs,
 //!   overlays of layer directories, files such as secrets kept on a tmpfs), streams the output,
 //!   reports the exit code and cleans up after itself whatever happens.
+//! - [`agent`]: the agent that runs ECS tasks on a machine for the control plane: the task
+//!   engine (ECS's lifecycle, images from the local store or pulled, containers through
+//!   [`sandbox`], `dependsOn`, health checks, stop timeouts, logs, networks through [`net`]),
+//!   registration and long polls, and its HTTP server (logs, task metadata v4, credentials).
 //! - [`ecs`]: the ECS model, pure logic with no I/O: task definitions in ECS's
 //!   `RegisterTaskDefinition` JSON and their validation with ECS's messages, Fargate sizes,
 //!   placement on EC2 container instances (constraints, the cluster query language, binpack,
@@ -29,6 +33,7 @@
 //! (one sandbox and one network namespace per task, billed per use). That part is not filled in
 //! yet.
 
+pub mod agent;
 pub mod ecs;
 pub mod lb;
 pub mod net;
