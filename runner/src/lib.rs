@@ -14,6 +14,11 @@
 //!   engine (ECS's lifecycle, images from the local store or pulled, containers through
 //!   [`sandbox`], `dependsOn`, health checks, stop timeouts, logs, networks through [`net`]),
 //!   registration and long polls, and its HTTP server (logs, task metadata v4, credentials).
+//! - [`control`]: the control plane behind `berth runner serve`: ECS's API over HTTP (task
+//!   definitions, clusters, container instances, tasks, services), the agents' register and
+//!   long-poll protocol, placement on EC2 instances and FARGATE agents, the service scheduler
+//!   (rolling deployments, health check replacements, the deployment circuit breaker, load
+//!   balancers with draining), metering and log streaming, with its state in SQLite.
 //! - [`ecs`]: the ECS model, pure logic with no I/O: task definitions in ECS's
 //!   `RegisterTaskDefinition` JSON and their validation with ECS's messages, Fargate sizes,
 //!   placement on EC2 container instances (constraints, the cluster query language, binpack,
@@ -34,6 +39,7 @@
 //! yet.
 
 pub mod agent;
+pub mod control;
 pub mod ecs;
 pub mod lb;
 pub mod net;

@@ -72,7 +72,7 @@ impl StoreArgs {
 }
 
 /// `$BERTH_ROOT`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
-fn data_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn data_root() -> anyhow::Result<PathBuf> {
     let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(root) = non_empty("BERTH_ROOT") {
         return Ok(PathBuf::from(root));

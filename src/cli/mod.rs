@@ -44,6 +44,12 @@ pub enum Command {
     /// Run the OCI registry.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The runner's control plane.
+    #[command(subcommand)]
+    Runner(runner::RunnerCommand),
+    /// Joins a runner's cluster as a container instance (and FARGATE capacity with
+    /// `--fargate`).
+    Agent(runner::AgentArgs),
     /// Task definitions of the runner (ECS's RegisterTaskDefinition JSON).
     #[command(subcommand)]
     Taskdef(runner::TaskdefCommand),
@@ -68,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => images::run(cmd),
         Command::Layer(cmd) => layer::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Runner(cmd) => runner::runner(cmd),
+        Command::Agent(args) => runner::agent(args),
         Command::Taskdef(cmd) => runner::taskdef(cmd),
         Command::Cluster(cmd) => runner::cluster(cmd),
         Command::Task(cmd) => runner::task(cmd),

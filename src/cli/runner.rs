@@ -8,6 +8,10 @@
 //! The control plane is found at `--url`, else `$BERTH_RUNNER_URL`, else
 //! `http://127.0.0.1:5400`. Output is a table, or with `--json` the API's answer as it is.
 
+mod daemon;
+
+pub use daemon::{AgentArgs, ServeArgs, agent};
+
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -146,6 +150,21 @@ fn api_error(what: &str, status: reqwest::StatusCode, body: &str) -> anyhow::Err
     match kind {
         Some(kind) => anyhow!("{kind}: {message}"),
         None => anyhow!("{what}: {status}: {message}"),
+    }
+}
+
+// ---- runner ----
+
+#[derive(Debug, Subcommand)]
+pub enum RunnerCommand {
+    /// Runs the control plane; this machine joins as the first EC2 instance and serves the
+    /// FARGATE pool.
+    Serve(ServeArgs),
+}
+
+pub fn runner(cmd: RunnerCommand) -> anyhow::Result<()> {
+    match cmd {
+        RunnerCommand::Serve(args) => daemon::serve(args),
     }
 }
 
@@ -583,7 +602,7 @@ pub struct ServiceSpec {
     /// The task definition of new tasks.
     #[arg(long, value_name = "FAMILY[:REV]")]
     task_definition: Option<String>,
-    /// How many tasks to keep running.
+    /// How many tasks to keep running (1 for a new service).
     #[arg(long)]
     desired_count: Option<u32>,
     /// minimumHealthyPercent of rolling deployments.
@@ -721,6 +740,9 @@ pub fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
             spec.fill(&mut body)?;
             if body.get("taskDefinition").is_none() {
                 bail!("--task-definition is required");
+            }
+            if body.get("desiredCount").is_none() {
+                body["desiredCount"] = json!(1);
             }
             if let Some(lb) = lb {
                 body["loadBalancers"] = load_balancer(&lb)?;
