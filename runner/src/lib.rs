@@ -33,10 +33,9 @@
 //!   loopback-only namespaces for `none`, published ports with dynamic host ports through a
 //!   userspace proxy, a crash-safe sweep, and test hosts (namespaces standing for machines).
 //!
-//! Still to come: task definitions, tasks and their state machine, services with a TCP load
-//! balancer, and the two capacity pools: EC2 (bin-packed onto registered instances) and Fargate
-//! (one sandbox and one network namespace per task, billed per use). That part is not filled in
-//! yet.
+//! `berth runner serve` runs a [`control`] plane and starts this machine's [`agent`] as a
+//! process of its own; other machines join with `berth agent --join URL`. The CLI, the control
+//! plane and the agents speak ECS's API and a long-poll protocol of berth's own over HTTP.
 
 pub mod agent;
 pub mod control;
