@@ -540,9 +540,12 @@ impl Agent {
             changes.borrow_and_update();
             let reports = self.engine.reports();
             let polled_at = tokio::time::Instant::now();
-            // Only shutdown interrupts a poll: an answer dropped in flight would lose its work.
+            // A task that changes while the poll is held is reported at once, by a new poll:
+            // the control plane answers the superseded one with no work, so none is lost
+            // (and work an answer lost in flight carried is delivered again).
             let answer = tokio::select! {
                 answer = self.control.poll(&agent_id, wait, reports) => answer,
+                _ = changes.changed() => continue,
                 () = self.shutdown.cancelled() => return Ok(registered),
             };
             match answer {

@@ -311,12 +311,28 @@ pub(crate) async fn poll(
     state
         .write(move |txn| merge_reports(txn, &id, &request.tasks))
         .await?;
-    let notify = lock(&state.inner.agents)
-        .get(&agent_id)
-        .map(|live| live.notify.clone())
-        .ok_or_else(|| ApiError::internal("agent vanished from the live table"))?;
+    let (notify, generation) = {
+        let mut agents = lock(&state.inner.agents);
+        let live = agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| ApiError::internal("agent vanished from the live table"))?;
+        live.generation += 1;
+        // Older polls of this agent, still held, answer now (see `AgentLive::generation`).
+        live.notify.notify_waiters();
+        (live.notify.clone(), live.generation)
+    };
+    let superseded = || {
+        lock(&state.inner.agents)
+            .get(&agent_id)
+            .is_none_or(|live| live.generation != generation)
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        if superseded() {
+            // A notification meant for the newer poll is passed on to it.
+            notify.notify_one();
+            return Ok(PollResponse::default());
+        }
         let id = agent_id.clone();
         let work = state.write(move |txn| take_work(txn, &id)).await?;
         if !work.start.is_empty() || !work.stop.is_empty() {

@@ -287,8 +287,12 @@ struct AgentLive {
     last_seen: Timestamp,
     /// Polls of the agent in progress: an agent holding a long poll is in touch.
     polling: usize,
-    /// Woken when work is queued for the agent.
+    /// Woken when work is queued for the agent, and when a newer poll supersedes a held one.
     notify: Arc<Notify>,
+    /// The number of the agent's latest poll: a held poll that is no longer the latest
+    /// answers at once, with no work, so that an agent can poll again with fresh reports
+    /// without waiting for the poll it abandoned.
+    generation: u64,
 }
 
 impl AgentLive {
@@ -297,6 +301,7 @@ impl AgentLive {
             last_seen: now,
             polling: 0,
             notify: Arc::new(Notify::new()),
+            generation: 0,
         }
     }
 }
