@@ -8,6 +8,7 @@ PACKAGES=(
   skopeo           # OCI/docker archive and registry interop
   runc             # the OCI runtime the sandbox uses
   iproute2 iptables  # task networking: bridges, namespaces, veth pairs, NAT (runner/tests/net.rs)
+  util-linux       # nsenter: agents on other network "hosts" (tests/runner_e2e.rs)
   busybox-static   # base images for tests (no network to pull from)
   pigz zstd        # compression baselines and output checks
   docker-registry  # CNCF distribution, the peer registry
@@ -16,6 +17,7 @@ PACKAGES=(
   curl python3     # the quick start: registry readiness, a free port
   hyperfine time   # benchmarks: repeated timings, peak RSS
   wrk              # benchmarks: HTTP load on the registry
+  jq               # benchmarks: the runner's JSON answers (benches/runner/compare.sh)
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
