@@ -25,9 +25,9 @@
 #                task of group `service:NAME` with another ARN. Also timed: until the killed
 #                task is no longer RUNNING there. docker has no services: berth's figure only.
 #
-# Times are wall milliseconds (`date +%s%N`). berth: from just before `berth task run` until a
-# `berth task describe --json ID` (run back to back, each a process of its own, about 30-50 ms
-# apiece) shows the task's lastStatus RUNNING; also given, the task's own startedAt - createdAt
+# Times are wall milliseconds (`date +%s%N`). berth: `berth task run --wait`, which returns once
+# DescribeTasks (polled every 10 ms from the same process) shows the task RUNNING, as `aws ecs
+# wait tasks-running` does; also given, the task's own startedAt - createdAt
 # as the API reports it. docker: from just before `docker run -d` until `docker inspect` says
 # the container runs (`docker run -d` returns once it has started it, so one inspect suffices).
 # Between runs each task is stopped and seen STOPPED (`berth task stop`; the containers have a
@@ -323,10 +323,10 @@ start_berth() {
   [[ $case == fargate ]] && launch=FARGATE
   sync
   t0=$(now)
-  id=$("$BERTH" task run --task-definition "bench-$case" --launch-type "$launch") ||
-    die "berth task run --task-definition bench-$case --launch-type $launch failed"
-  s=$(wait_task_status "$id" RUNNING STOPPED)
+  id=$("$BERTH" task run --wait 60 --task-definition "bench-$case" --launch-type "$launch") ||
+    die "berth task run --wait --task-definition bench-$case --launch-type $launch failed"
   MS=$(ms_since "$t0")
+  s=$(wait_task_status "$id" RUNNING STOPPED)
   out=$("$BERTH" task describe --json "$id")
   [[ $s == RUNNING ]] || die "task $id stopped instead of running: $(jq -c '.tasks[0] | {stoppedReason, containers: [.containers[] | {name, reason, exitCode}]}' <<<"$out")"
   API_MS=$(jq -r '.tasks[0] | if .startedAt and .createdAt then ((.startedAt - .createdAt) * 1000 | round) else "n/a" end' <<<"$out")

@@ -14,6 +14,7 @@ pub use daemon::{AgentArgs, ServeArgs, agent};
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -372,6 +373,10 @@ pub enum TaskCommand {
         /// A placement constraint: `distinctInstance` or `memberOf:EXPRESSION`; repeatable.
         #[arg(long = "placement-constraint", value_name = "TYPE[:EXPRESSION]")]
         placement_constraint: Vec<String>,
+        /// Return once every task started is RUNNING (as `aws ecs wait tasks-running`); fail
+        /// if one stops first, or after this many seconds.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
+        wait: Option<u64>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -454,6 +459,7 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             group,
             placement_strategy: strategies,
             placement_constraint: constraints,
+            wait,
             api,
         } => {
             let mut body = json!({
@@ -481,7 +487,8 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
                         .collect::<anyhow::Result<_>>()?,
                 );
             }
-            let out = api.client()?.call("RunTask", &body)?;
+            let client = api.client()?;
+            let out = client.call("RunTask", &body)?;
             print_or(&api, &out, |v| {
                 for t in v["tasks"].as_array().into_iter().flatten() {
                     println!("{}", text(&t["taskArn"]));
@@ -490,8 +497,12 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
                     eprintln!("failure: {} {}", text(&f["reason"]), text(&f["detail"]));
                 }
             })?;
-            if out["tasks"].as_array().is_none_or(Vec::is_empty) {
+            let Some(tasks) = out["tasks"].as_array().filter(|t| !t.is_empty()) else {
                 bail!("no task was started");
+            };
+            if let Some(seconds) = wait {
+                let arns: Vec<Value> = tasks.iter().map(|t| t["taskArn"].clone()).collect();
+                wait_running(&client, &cluster, &arns, Duration::from_secs(seconds))?;
             }
             Ok(())
         }
@@ -592,6 +603,33 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             }
             api.client()?.stream(&path)
         }
+    }
+}
+
+/// Polls DescribeTasks until every task of `arns` is RUNNING; an error when one stops first,
+/// or at `limit`.
+fn wait_running(api: &Api, cluster: &str, arns: &[Value], limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = api.call(
+            "DescribeTasks",
+            &json!({ "cluster": cluster, "tasks": arns }),
+        )?;
+        let tasks = out["tasks"].as_array().cloned().unwrap_or_default();
+        if let Some(stopped) = tasks.iter().find(|t| t["lastStatus"] == "STOPPED") {
+            bail!(
+                "task {} stopped: {}",
+                short_id(&stopped["taskArn"]),
+                text(&stopped["stoppedReason"])
+            );
+        }
+        if tasks.len() == arns.len() && tasks.iter().all(|t| t["lastStatus"] == "RUNNING") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the tasks are not RUNNING after {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
