@@ -294,6 +294,47 @@ fn services_spread_over_agents_survive_killed_containers_and_agents() {
     let file = work.path().join("web.json");
     std::fs::write(&file, definition.to_string()).unwrap();
     runner.berth(&["taskdef", "register", file.to_str().unwrap()]);
+    // `task run --wait` returns once the task runs, and fails when it stops instead.
+    let once = json!({
+        "family": "once",
+        "containerDefinitions": [{
+            "name": "main", "image": base, "memory": 32, "essential": true,
+            "command": ["sleep", "300"], "stopTimeout": 1
+        }]
+    });
+    let file = work.path().join("once.json");
+    std::fs::write(&file, once.to_string()).unwrap();
+    runner.berth(&["taskdef", "register", file.to_str().unwrap()]);
+    let run = runner.berth(&["task", "run", "--task-definition", "once", "--wait", "60"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let described = runner.berth(&["task", "describe", &arn]);
+    assert_eq!(
+        described["tasks"][0]["lastStatus"], "RUNNING",
+        "{described:#}"
+    );
+    runner.berth(&["task", "stop", &arn]);
+    let failing = json!({
+        "family": "fails",
+        "containerDefinitions": [{
+            "name": "main", "image": base, "memory": 32, "essential": true,
+            "entryPoint": ["/no/such/program"]
+        }]
+    });
+    let file = work.path().join("fails.json");
+    std::fs::write(&file, failing.to_string()).unwrap();
+    runner.berth(&["taskdef", "register", file.to_str().unwrap()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["task", "run", "--task-definition", "fails", "--wait", "60"])
+        .env("BERTH_RUNNER_URL", &runner.url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped: ") && stderr.contains("/no/such/program"),
+        "{stderr}"
+    );
+
     let lb_port = free_port();
     runner.berth(&[
         "service",
