@@ -154,18 +154,28 @@ impl Drop for Runner {
             .args(["service", "rm", "web", "--force"])
             .env("BERTH_RUNNER_URL", &self.url)
             .output();
-        for root in &self.agents {
-            if let Ok(pid) = std::fs::read_to_string(root.join("agent.lock")) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    // SAFETY: kill(2) with a pid read from the agent's lock file.
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                    let deadline = Instant::now() + Duration::from_secs(45);
-                    // SAFETY: signal 0 only checks that the process exists.
-                    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
+        // Every agent is asked to stop at once, and killed if it is still there after 20 s
+        // (its tasks are stopped by then: the service is gone).
+        let pids: Vec<i32> = self
+            .agents
+            .iter()
+            .filter_map(|root| std::fs::read_to_string(root.join("agent.lock")).ok())
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect();
+        for &pid in &pids {
+            // SAFETY: kill(2) with a pid read from the agent's lock file.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // SAFETY: signal 0 only checks that the process exists.
+        while pids.iter().any(|&pid| unsafe { libc::kill(pid, 0) } == 0)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for &pid in &pids {
+            // SAFETY: as above; a process that already exited makes this fail harmlessly.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         let _ = self.serve.kill();
         let _ = self.serve.wait();
