@@ -293,6 +293,8 @@ fn services_spread_over_agents_survive_killed_containers_and_agents() {
             "image": base,
             "memory": 64,
             "essential": true,
+            // busybox httpd as PID 1 ignores SIGTERM: do not wait 30 s for it at every stop.
+            "stopTimeout": 2,
             "command": ["sh", "-c", format!("mkdir -p {marker} && hostname > {marker}/index.html && exec {server}")],
             "portMappings": [{"containerPort": 80}],
             "healthCheck": {
