@@ -18,14 +18,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::ecs::Timestamp;
 use crate::ecs::status::{
     Connectivity, ContainerStatus, DesiredStatus, HealthStatus, LaunchType, StopCode, TaskStatus,
 };
 use crate::ecs::task::{Attachment, NetworkBinding, NetworkInterface, Task};
-use crate::ecs::taskdef::TaskDefinition;
+use crate::ecs::taskdef::{TaskDefinition, string_or_number};
 
 /// The path of the registration call.
 pub const REGISTER_PATH: &str = "/berth/v1/agents/register";
@@ -325,25 +325,6 @@ pub struct ContainerReport {
     /// The manifest digest the image resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
-}
-
-/// A string, or a number taken as its decimal digits (`"256"` or `256`).
-fn string_or_number<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Value {
-        Text(String),
-        Unsigned(u64),
-        Float(f64),
-    }
-    Ok(match Option::<Value>::deserialize(deserializer)? {
-        None => None,
-        Some(Value::Text(text)) => Some(text),
-        Some(Value::Unsigned(n)) => Some(n.to_string()),
-        Some(Value::Float(f)) => Some(f.to_string()),
-    })
 }
 
 #[cfg(test)]

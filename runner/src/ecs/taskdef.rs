@@ -1201,8 +1201,9 @@ fn parse_quantity(text: &str, unit: &str, scale: u64) -> Option<u32> {
     u32::try_from(numerator / denominator).ok()
 }
 
-/// Accepts a JSON string, or a number that it turns into its decimal string.
-fn string_or_number<'de, D: Deserializer<'de>>(
+/// Accepts a JSON string, or a number that it turns into its decimal string (`"256"` or `256`):
+/// how ECS takes task sizes, here and in the agent protocol.
+pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
