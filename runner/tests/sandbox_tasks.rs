@@ -8,7 +8,7 @@
 //! namespace test also needs `ip` (iproute2), and says so and returns when it is missing.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +21,9 @@ use berth_runner::sandbox::{
 };
 use tempfile::TempDir;
 
-const BUSYBOX: &str = "/bin/busybox";
+mod sandbox_support;
+use sandbox_support::{busybox_root, require_environment};
+
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
 const GROUP: &str = "root:x:0:\n";
 /// Generous bounds: runc starts a container in well under a second, but the machines these
@@ -29,39 +31,9 @@ const GROUP: &str = "root:x:0:\n";
 const START: Duration = Duration::from_secs(30);
 const EXIT: Duration = Duration::from_secs(30);
 
-/// Fails the test, loudly, when the environment cannot run containers.
-fn require_environment() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the sandbox tests need root (mounts and runc); run them as root after `bash scripts/setup.sh`"
-    );
-    let runc = Command::new("runc").arg("--version").output();
-    assert!(
-        runc.is_ok_and(|o| o.status.success()),
-        "runc is not on PATH: run `bash scripts/setup.sh` (installs runc)"
-    );
-    assert!(
-        Path::new(BUSYBOX).is_file(),
-        "{BUSYBOX} is missing: run `bash scripts/setup.sh` (installs busybox-static)"
-    );
-}
-
 /// A busybox root filesystem: `/bin` with every applet, `/etc/passwd`, `/etc/group`.
 fn make_rootfs(dir: &Path) {
-    fs::create_dir_all(dir.join("bin")).unwrap();
-    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        let link = dir.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            symlink("busybox", link).unwrap();
-        }
-    }
-    fs::create_dir_all(dir.join("etc")).unwrap();
-    fs::write(dir.join("etc/passwd"), PASSWD).unwrap();
-    fs::write(dir.join("etc/group"), GROUP).unwrap();
+    busybox_root(dir, PASSWD, GROUP);
 }
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
