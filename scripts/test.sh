@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+# A one-shot run gains nothing from incremental state, which would double the target directory.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 
