@@ -10,6 +10,7 @@
 //!
 //! Architecture Invariant: this is the only crate that speaks the distribution wire format.
 
+pub mod auth;
 pub mod client;
 pub mod reference;
 pub mod server;

@@ -35,8 +35,8 @@ use berth_layerstore::layer::{self, LayerOptions};
 use berth_layerstore::media;
 use berth_runner::agent::image::Images;
 use berth_runner::agent::protocol::{
-    PollRequest, PollResponse, RegisterRequest, RegisterResponse, StopInstruction, TaskAssignment,
-    TaskReport,
+    PollRequest, PollResponse, RegisterRequest, RegisterResponse, RoleType, StopInstruction,
+    TaskAssignment, TaskReport,
 };
 use berth_runner::agent::task::{TaskEngine, TaskHandle};
 use berth_runner::agent::{AgentOptions, NetworkOptions, server};
@@ -244,6 +244,25 @@ impl Fixture {
     fn gateway(&self) -> std::net::Ipv4Addr {
         self.network.gateway()
     }
+}
+
+/// Every regular file under `dir`, symbolic links not followed.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files
 }
 
 impl Drop for Fixture {
@@ -793,7 +812,15 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
     let app = server::app(fx.engine.clone());
     runtime.spawn(async move { axum::serve(listener, app).await });
 
-    let task = fx.start(
+    // The credentials come with the assignment, as the control plane sends them.
+    let key = berth_registry::auth::TokenKey::from_bytes(vec![5; 32]).unwrap();
+    let roles = berth_runner::control::Roles::new(key.clone()).policy(
+        "arn:aws:iam::000000000000:role/app",
+        berth_registry::auth::Policy::allow(&["pull"], &["app/*"]),
+    );
+    let mut assignment = TaskAssignment::new(
+        task_arn(),
+        "arn:aws:ecs:local:000000000000:cluster/default",
         definition(
             r#"{"family": "meta", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
                 "requiresCompatibilities": ["FARGATE"],
@@ -805,6 +832,13 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
         ),
         LaunchType::Fargate,
     );
+    let issued = roles.issue(
+        &assignment.task_arn,
+        RoleType::TaskApplication,
+        "arn:aws:iam::000000000000:role/app",
+    );
+    assignment.credentials.push(issued.clone());
+    let task = fx.engine.start(assignment).expect("start the task");
     let stopped = task.wait_stopped(STEP).unwrap();
     let log = log_of(&task, "probe");
     assert_eq!(
@@ -854,7 +888,27 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
             .unwrap()
             .starts_with("ASIA")
     );
+    assert_eq!(credentials["AccessKeyId"], issued.access_key_id.as_str());
     assert!(credentials["Expiration"].as_str().is_some());
+    let claims = key
+        .verify_credential(credentials["Token"].as_str().unwrap())
+        .expect("the Token is a registry credential");
+    assert!(claims.policy.allows("app/web", "pull"));
+    assert!(!claims.policy.allows("app/web", "push"));
+    // Secrets stay in memory: nothing under the agent's root holds the token but the output
+    // of the container that printed it.
+    for entry in walk(fx.work.path()) {
+        if entry.file_name().is_some_and(|name| name == "probe.log") {
+            continue;
+        }
+        if let Ok(text) = fs::read_to_string(&entry) {
+            assert!(
+                !text.contains(&issued.session_token),
+                "{} holds the session token",
+                entry.display()
+            );
+        }
+    }
     let stats: serde_json::Value = serde_json::from_str(lines.next().unwrap()).expect("stats JSON");
     assert!(
         stats["memory_stats"]["usage"].as_u64().unwrap() > 0,
@@ -1059,6 +1113,7 @@ fn fake_control_plane(state: Shared) -> axum::Router {
                     let answer = PollResponse {
                         start: state.pending.take().into_iter().collect(),
                         stop: state.stop.take().into_iter().collect(),
+                        credentials: Vec::new(),
                     };
                     axum::Json(answer).into_response()
                 },

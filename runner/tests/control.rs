@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use berth_registry::auth::{Policy, TokenKey};
 use berth_runner::agent::protocol::{
-    ContainerReport, PollRequest, PollResponse, RegisterRequest, RegisterResponse, TaskAssignment,
-    TaskReport,
+    ContainerReport, PollRequest, PollResponse, RegisterRequest, RegisterResponse, RoleType,
+    TaskAssignment, TaskReport,
 };
-use berth_runner::control::{ControlState, ManualClock, app};
+use berth_runner::control::{Builder, ControlState, ManualClock, Roles, app};
 use berth_runner::ecs::Timestamp;
 use berth_runner::ecs::status::{ContainerStatus, DesiredStatus, HealthStatus, TaskStatus};
 use berth_runner::ecs::task::NetworkBinding;
@@ -35,13 +36,21 @@ struct Plane {
 
 impl Plane {
     fn open(root: &std::path::Path, clock: ManualClock) -> Plane {
-        let state = ControlState::builder(root)
+        Plane::open_with(root, clock, |builder| builder)
+    }
+
+    /// A plane whose builder `configure` finishes.
+    fn open_with(
+        root: &std::path::Path,
+        clock: ManualClock,
+        configure: impl FnOnce(Builder) -> Builder,
+    ) -> Plane {
+        let builder = ControlState::builder(root)
             .clock(clock.clone())
             .load_balancer_address("127.0.0.1".parse().unwrap())
             .deregistration_delay(Duration::from_secs(30))
-            .placement_seed(7)
-            .open()
-            .unwrap();
+            .placement_seed(7);
+        let state = configure(builder).open().unwrap();
         Plane {
             app: app(state.clone()),
             state,
@@ -163,6 +172,7 @@ impl Plane {
             tasks: BTreeMap::new(),
             assignments: BTreeMap::new(),
             host_port: None,
+            refresh: Vec::new(),
         }
     }
 }
@@ -217,6 +227,8 @@ struct FakeAgent {
     assignments: BTreeMap<String, TaskAssignment>,
     /// The host port its tasks publish their container port 80 on, if any.
     host_port: Option<u16>,
+    /// Tasks whose credentials the next poll asks to renew.
+    refresh: Vec<String>,
 }
 
 impl FakeAgent {
@@ -224,6 +236,7 @@ impl FakeAgent {
     async fn poll(&mut self, plane: &Plane) -> PollResponse {
         let body = PollRequest {
             tasks: self.tasks.values().cloned().collect(),
+            refresh_credentials: std::mem::take(&mut self.refresh),
         };
         let (status, value) = plane
             .post(&format!("/berth/v1/agents/{}/poll?wait=0", self.id), &body)
@@ -763,6 +776,98 @@ async fn a_task_that_fits_nowhere_is_a_failure_with_ecs_reason() {
     );
     let listed = plane.ok("ListTasks", json!({})).await;
     assert_eq!(listed["taskArns"], json!([]));
+}
+
+#[tokio::test]
+async fn tasks_get_their_roles_credentials_with_the_assignment_and_on_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TokenKey::from_bytes(vec![4; 32]).unwrap();
+    let web_role = "arn:aws:iam::000000000000:role/web";
+    let pull_role = "arn:aws:iam::000000000000:role/pull";
+    let roles = Roles::new(key.clone())
+        .registries(vec!["127.0.0.1:5000".into()])
+        .policy(web_role, Policy::allow(&["pull", "push"], &["web/*"]))
+        .policy(pull_role, Policy::allow(&["pull"], &["*"]));
+    let plane = Plane::open_with(dir.path(), clock(), |b| b.roles(roles));
+    let mut agent = plane.agent(AgentSpec::ec2(8192, "z1")).await;
+    let mut other = plane.agent(AgentSpec::ec2(8192, "z2")).await;
+    let mut definition = bridge_definition("web", 128);
+    definition["taskRoleArn"] = json!(web_role);
+    definition["executionRoleArn"] = json!(pull_role);
+    plane.register_definition(definition).await;
+    plane
+        .register_definition(bridge_definition("plain", 128))
+        .await;
+    let run = plane
+        .ok(
+            "RunTask",
+            json!({"taskDefinition": "web", "placementConstraints":
+                   [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"}]}),
+        )
+        .await;
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+
+    let work = agent.poll(&plane).await;
+    let start = &work.start[0];
+    assert_eq!(start.credentials.len(), 2, "{:?}", start.credentials);
+    let task_role = start
+        .credentials
+        .iter()
+        .find(|c| c.role_type == RoleType::TaskApplication)
+        .unwrap();
+    assert_eq!(
+        (task_role.role_arn.as_str(), task_role.task_arn.as_str()),
+        (web_role, arn.as_str())
+    );
+    assert!(task_role.registries.is_empty());
+    let claims = key.verify_credential(&task_role.session_token).unwrap();
+    assert!(claims.policy.allows("web/app", "push"));
+    assert!(!claims.policy.allows("other", "pull"));
+    let execution = start
+        .credentials
+        .iter()
+        .find(|c| c.role_type == RoleType::TaskExecution)
+        .unwrap();
+    assert_eq!(execution.registries, ["127.0.0.1:5000"]);
+    let claims = key.verify_credential(&execution.session_token).unwrap();
+    assert!(claims.policy.allows("anything", "pull"));
+    assert!(!claims.policy.allows("anything", "push"));
+
+    // The stored assignment holds no secrets: a redelivery mints new credentials.
+    let db = std::fs::read(dir.path().join("control.db")).unwrap();
+    let token = task_role.session_token.as_bytes();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token),
+        "the token reached the database"
+    );
+
+    // Renewal: the agent names the task and gets new task role credentials at once.
+    agent.refresh.push(arn.clone());
+    let renewed = agent.poll(&plane).await;
+    assert!(renewed.start.is_empty());
+    assert_eq!(renewed.credentials.len(), 1);
+    assert_eq!(renewed.credentials[0].role_type, RoleType::TaskApplication);
+    assert_eq!(renewed.credentials[0].task_arn, arn);
+    assert_ne!(
+        renewed.credentials[0].session_token,
+        task_role.session_token
+    );
+
+    // Another agent cannot get the task's credentials, nor can anyone for a roleless task.
+    other.refresh.push(arn.clone());
+    assert!(other.poll(&plane).await.credentials.is_empty());
+    let plain = plane
+        .ok(
+            "RunTask",
+            json!({"taskDefinition": "plain", "placementConstraints":
+                   [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"}]}),
+        )
+        .await;
+    let plain_arn = plain["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let work = agent.poll(&plane).await;
+    assert!(work.start[0].credentials.is_empty());
+    agent.refresh.push(plain_arn);
+    assert!(agent.poll(&plane).await.credentials.is_empty());
 }
 
 #[tokio::test]

@@ -1,4 +1,6 @@
-//! `berth registry serve` (also `berth serve`): the OCI distribution registry.
+//! `berth registry serve` (also `berth serve`): the OCI distribution registry; and
+//! `berth registry credential`, which signs credentials for a registry with token
+//! authentication.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +16,29 @@ const DEFAULT_ADDR: &str = "127.0.0.1:5000";
 pub enum RegistryCommand {
     /// Serve the OCI distribution API (docker push/pull, skopeo, oras) over plain HTTP.
     Serve(ServeArgs),
+    /// Print a credential for a registry whose configuration has an `auth` section: the
+    /// password for `docker login -u NAME --password-stdin`.
+    Credential(CredentialArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// The key file the registry's `auth.key_file` names.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Who the credential is for (shown in the registry's logs and tokens).
+    #[arg(long)]
+    pub subject: String,
+    /// ACTIONS:PATTERN, for example `pull,push:team/*` or `*:*`; repeatable. Actions are
+    /// pull, push, delete, catalog or *; `*` in a pattern matches anything, `/` included.
+    #[arg(long = "allow", value_name = "ACTIONS:PATTERN")]
+    pub allow: Vec<String>,
+    /// An IAM-style policy document (JSON) instead of, or besides, --allow.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// How long the credential is valid, in seconds.
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub lifetime_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -26,7 +51,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// JSON configuration: {"addr", "root", "max_manifest_bytes", "max_page_size",
-    /// "upload_expiry_secs", "shutdown_grace_secs"}. Flags win over the file.
+    /// "upload_expiry_secs", "shutdown_grace_secs", "auth": {"key_file", "service", "realm",
+    /// "token_lifetime_secs"}}. Flags win over the file.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -34,7 +60,54 @@ pub struct ServeArgs {
 pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
     match cmd {
         RegistryCommand::Serve(args) => serve(args),
+        RegistryCommand::Credential(args) => credential(args),
     }
+}
+
+fn credential(args: CredentialArgs) -> anyhow::Result<()> {
+    use berth_registry::auth::{Policy, TokenKey};
+    let key = TokenKey::load(&args.key)?;
+    let mut policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the policy {}", path.display()))?;
+            let document: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("the policy {} is not JSON", path.display()))?;
+            Policy::from_document(&document)
+                .with_context(|| format!("the policy {}", path.display()))?
+        }
+        None => Policy::default(),
+    };
+    for allow in &args.allow {
+        let (actions, pattern) = allow
+            .split_once(':')
+            .with_context(|| format!("--allow {allow:?}: expected ACTIONS:PATTERN"))?;
+        let actions: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();
+        if let Some(bad) = actions
+            .iter()
+            .find(|a| !matches!(**a, "pull" | "push" | "delete" | "catalog" | "*"))
+        {
+            anyhow::bail!(
+                "--allow {allow:?}: unknown action {bad:?} (pull, push, delete, catalog or *)"
+            );
+        }
+        if actions.is_empty() || pattern.is_empty() {
+            anyhow::bail!("--allow {allow:?}: expected ACTIONS:PATTERN");
+        }
+        policy
+            .statements
+            .extend(Policy::allow(&actions, &[pattern]).statements);
+    }
+    if policy.statements.is_empty() {
+        anyhow::bail!("the credential would allow nothing: give --allow or --policy");
+    }
+    let issued = key.issue_credential(
+        &args.subject,
+        &policy,
+        std::time::Duration::from_secs(args.lifetime_secs),
+    );
+    println!("{}", issued.token);
+    Ok(())
 }
 
 /// `$BERTH_ROOT`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.

@@ -42,6 +42,7 @@ use crate::storage::sqlite::SqliteMetaStore;
 use crate::storage::uploads::UploadStore;
 use crate::storage::{Storage, StorageError};
 
+mod auth;
 mod blobs;
 mod error;
 mod manifests;
@@ -50,6 +51,7 @@ mod route;
 mod tags;
 mod uploads;
 
+pub use auth::{AuthConfig, TokenAuth};
 pub use error::RegistryError;
 pub use route::Route;
 
@@ -77,6 +79,8 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// How long a graceful shutdown waits for requests in flight (seconds).
     pub shutdown_grace_secs: u64,
+    /// Token authentication; without it every request is anonymous and allowed.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             max_page_size: 10_000,
             upload_expiry_secs: 7 * 24 * 3600,
             shutdown_grace_secs: 30,
+            auth: None,
         }
     }
 }
@@ -128,6 +133,8 @@ impl Config {
 pub enum ServeError {
     #[error("opening registry storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("loading the authentication key: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -149,12 +156,18 @@ struct Inner {
     storage: Storage,
     uploads: uploads::Sessions,
     config: Config,
+    auth: Option<TokenAuth>,
 }
 
 impl AppState {
     /// Opens the local storage under `root`: `blobs/` and `ingest/` (content store),
-    /// `uploads/` and `meta.db`.
-    pub fn open(root: &Path, config: Config) -> Result<AppState, StorageError> {
+    /// `uploads/` and `meta.db`; and the key of the configuration's `auth` section.
+    pub fn open(root: &Path, config: Config) -> Result<AppState, ServeError> {
+        let auth = config
+            .auth
+            .as_ref()
+            .map(TokenAuth::from_config)
+            .transpose()?;
         std::fs::create_dir_all(root).map_err(|e| StorageError::Io {
             path: root.to_owned(),
             source: e,
@@ -173,16 +186,24 @@ impl AppState {
             },
             uploads,
             config,
+            auth,
         ))
     }
 
-    /// A state over any storage.
-    pub fn new(storage: Storage, uploads: UploadStore, config: Config) -> AppState {
+    /// A state over any storage; `auth` (which [`AppState::open`] loads from the
+    /// configuration's `auth` section) turns token authentication on.
+    pub fn new(
+        storage: Storage,
+        uploads: UploadStore,
+        config: Config,
+        auth: Option<TokenAuth>,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 storage,
                 uploads: uploads::Sessions::new(uploads),
                 config,
+                auth,
             }),
         }
     }
@@ -194,6 +215,10 @@ impl AppState {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn auth(&self) -> Option<&TokenAuth> {
+        self.inner.auth.as_ref()
     }
 
     pub(crate) fn sessions(&self) -> &uploads::Sessions {
@@ -216,7 +241,8 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
-/// The registry's router: `/v2/...`, `/healthz`, and a `404` for everything else. Every
+/// The registry's router: `/v2/...`, `/healthz`, `/token` when authentication is on, and a
+/// `404` for everything else. Every
 /// response carries `Docker-Distribution-API-Version: registry/2.0`; requests are traced; a
 /// panicking handler answers `500` without details.
 pub fn app(state: AppState) -> Router {
@@ -234,6 +260,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/token", get(auth::token).post(auth::token))
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
@@ -253,7 +280,12 @@ async fn add_api_version(mut response: Response) -> Response {
 async fn dispatch(State(state): State<AppState>, route: Route, req: Request) -> Response {
     // Handlers that only read the request get its parts (`Body` is not `Sync`, so a borrowed
     // `Request` cannot be held across an await); handlers that stream the body get it whole.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Some(auth) = state.auth() {
+        if let Err(challenge) = auth.authorize(&route, &mut parts) {
+            return *challenge;
+        }
+    }
     let method = parts.method.clone();
     let result = match (&route, &method) {
         (Route::Base, &Method::GET | &Method::HEAD) => Ok(base()),

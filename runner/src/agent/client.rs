@@ -6,7 +6,7 @@ use reqwest::{StatusCode, Url};
 
 use super::protocol::{
     MAX_POLL_WAIT_SECS, PollRequest, PollResponse, REGISTER_PATH, RegisterRequest,
-    RegisterResponse, TaskReport, poll_path,
+    RegisterResponse, poll_path,
 };
 
 /// How a call to the control plane failed.
@@ -71,7 +71,7 @@ impl ControlPlane {
         &self,
         agent_id: &str,
         wait: Duration,
-        tasks: Vec<TaskReport>,
+        request: &PollRequest,
     ) -> Result<PollResponse, CallError> {
         let wait_secs = wait.as_secs().min(MAX_POLL_WAIT_SECS);
         let mut url = self.url(&poll_path(agent_id))?;
@@ -81,7 +81,7 @@ impl ControlPlane {
             .http
             .post(url.clone())
             .timeout(Duration::from_secs(wait_secs + 15))
-            .json(&PollRequest { tasks })
+            .json(request)
             .send()
             .await
             .map_err(|e| CallError::Unavailable(format!("POST {url}: {e}")))?;

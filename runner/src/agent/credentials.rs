@@ -1,40 +1,50 @@
 //! Task role credentials, as the ECS agent serves them to a task whose definition names a
 //! `taskRoleArn`.
 //!
-//! Each such task gets a credentials id and an authorization token when it is provisioned.
-//! Its containers find them in `AWS_CONTAINER_CREDENTIALS_FULL_URI`
+//! The control plane mints the credentials ([`RoleCredentials`]) and sends them with the
+//! task's assignment. The agent gives the task a credentials id and an authorization token of
+//! its own; its containers find them in `AWS_CONTAINER_CREDENTIALS_FULL_URI`
 //! (`http://<agent>/v2/credentials/<id>`) and `AWS_CONTAINER_AUTHORIZATION_TOKEN`, which the
 //! AWS SDKs send back in the `Authorization` header. The endpoint answers with
-//! `{"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "RoleArn"}`: temporary
-//! credentials valid for [`LIFETIME`], replaced by new ones once less than [`REFRESH_BEFORE`]
-//! of that is left, as STS credentials are refreshed before they expire. Credentials end with
-//! their task: the id is forgotten when the task is deprovisioned.
+//! `{"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "RoleArn"}`. Before they
+//! expire (once less than [`REFRESH_BEFORE`], or a quarter of their lifetime, is left) the
+//! agent asks the control plane for new ones in its next poll, as STS credentials are
+//! refreshed. Credentials end with their task: the id is forgotten when the task is
+//! deprovisioned, and they are never written to disk.
 //!
-//! The keys are random, in the shape of STS's (`ASIA` and 16 characters, a 40-character
-//! secret, a session token): a berth registry or any other service that accepts them has to
-//! be told about them; nothing here signs requests.
+//! The `Token` is a credential for berth registries that trust the control plane's key: the
+//! password of Basic auth at their token endpoint (see `berth_registry::auth`).
+
+use std::time::Duration;
 
 use rand::Rng;
-use rand::distributions::{Alphanumeric, DistString};
 use serde::Serialize;
 
+use crate::agent::protocol::RoleCredentials;
 use crate::ecs::Timestamp;
 
-/// How long one set of credentials is valid.
-pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60 * 60);
-/// How long before their expiration credentials are replaced.
-pub const REFRESH_BEFORE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How long before their expiration credentials are replaced, at most.
+pub const REFRESH_BEFORE: Duration = Duration::from_secs(15 * 60);
 
 /// The credentials of one task's role, and the secrets that give access to them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TaskCredentials {
     /// The id in the endpoint's path.
     pub(crate) id: String,
     /// What a request must carry in `Authorization`.
     pub(crate) authorization: String,
-    /// The role.
-    pub(crate) role_arn: String,
-    current: Credentials,
+    current: RoleCredentials,
+    received_at: Timestamp,
+}
+
+impl std::fmt::Debug for TaskCredentials {
+    // Never print secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCredentials")
+            .field("id", &self.id)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The endpoint's answer, with ECS's field names.
@@ -47,51 +57,47 @@ pub(crate) struct Credentials {
     /// RFC 3339.
     pub(crate) expiration: String,
     pub(crate) role_arn: String,
-    #[serde(skip)]
-    expires_at: Timestamp,
 }
 
 impl TaskCredentials {
-    /// New credentials for `role_arn`, valid from `now`.
-    pub(crate) fn issue(role_arn: &str, now: Timestamp) -> TaskCredentials {
+    /// Serves `credentials`, received at `now`, under a new id.
+    pub(crate) fn new(credentials: RoleCredentials, now: Timestamp) -> TaskCredentials {
         TaskCredentials {
             id: random_hex(32),
             authorization: random_hex(64),
-            role_arn: role_arn.to_owned(),
-            current: Credentials::new(role_arn, now),
+            current: credentials,
+            received_at: now,
         }
     }
 
-    /// The credentials to hand out at `now`: the current ones, or new ones when the current
-    /// ones are about to expire.
-    pub(crate) fn current(&mut self, now: Timestamp) -> Credentials {
-        if now.saturating_add(REFRESH_BEFORE) >= self.current.expires_at {
-            self.current = Credentials::new(&self.role_arn, now);
+    /// Replaces the credentials with newer ones, under the same id.
+    pub(crate) fn renew(&mut self, credentials: RoleCredentials, now: Timestamp) {
+        if credentials.expiration > self.current.expiration {
+            self.current = credentials;
+            self.received_at = now;
         }
-        self.current.clone()
     }
-}
 
-impl Credentials {
-    fn new(role_arn: &str, now: Timestamp) -> Credentials {
-        let mut rng = rand::thread_rng();
-        let expires_at = now.saturating_add(LIFETIME);
+    /// Whether it is time to ask for new credentials.
+    pub(crate) fn due(&self, now: Timestamp) -> bool {
+        let lifetime = self
+            .current
+            .expiration
+            .saturating_duration_since(self.received_at);
+        let margin = REFRESH_BEFORE.min(lifetime / 4);
+        now.saturating_add(margin) >= self.current.expiration
+    }
+
+    /// What the endpoint serves.
+    pub(crate) fn current(&self) -> Credentials {
         Credentials {
-            access_key_id: format!("ASIA{}", upper_alnum(&mut rng, 16)),
-            secret_access_key: Alphanumeric.sample_string(&mut rng, 40),
-            token: Alphanumeric.sample_string(&mut rng, 128),
-            expiration: expires_at.to_rfc3339(),
-            role_arn: role_arn.to_owned(),
-            expires_at,
+            access_key_id: self.current.access_key_id.clone(),
+            secret_access_key: self.current.secret_access_key.clone(),
+            token: self.current.session_token.clone(),
+            expiration: self.current.expiration.to_rfc3339(),
+            role_arn: self.current.role_arn.clone(),
         }
     }
-}
-
-fn upper_alnum(rng: &mut impl Rng, len: usize) -> String {
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..len)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 /// `len` random lowercase hex digits.
@@ -105,32 +111,54 @@ pub(crate) fn random_hex(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::protocol::RoleType;
+
+    fn issued(expiration: Timestamp, key: &str) -> RoleCredentials {
+        RoleCredentials {
+            task_arn: "arn:aws:ecs:local:000000000000:task/default/t".into(),
+            role_type: RoleType::TaskApplication,
+            role_arn: "arn:aws:iam::000000000000:role/app".into(),
+            access_key_id: key.into(),
+            secret_access_key: "s".repeat(40),
+            session_token: "token".into(),
+            expiration,
+            registries: Vec::new(),
+        }
+    }
 
     #[test]
-    fn credentials_look_like_sts_and_rotate_before_expiring() {
+    fn credentials_are_served_in_ecs_shape_and_renewed_before_expiring() {
         let start = Timestamp::from_secs(1_700_000_000);
-        let mut task = TaskCredentials::issue("arn:aws:iam::000000000000:role/app", start);
+        let hour = Duration::from_secs(3600);
+        let mut task = TaskCredentials::new(issued(start.saturating_add(hour), "ASIAFIRST"), start);
         assert_eq!(task.id.len(), 32);
-        let first = task.current(start);
-        assert!(first.access_key_id.starts_with("ASIA"));
-        assert_eq!(first.access_key_id.len(), 20);
-        assert_eq!(first.secret_access_key.len(), 40);
-        assert_eq!(first.expiration, "2023-11-14T23:13:20.000Z");
-        let json = serde_json::to_value(&first).unwrap();
-        for field in [
-            "AccessKeyId",
-            "SecretAccessKey",
-            "Token",
-            "Expiration",
-            "RoleArn",
-        ] {
-            assert!(json.get(field).is_some(), "{field} missing from {json}");
-        }
-        let later = start.saturating_add(std::time::Duration::from_secs(30 * 60));
-        assert_eq!(task.current(later), first, "still valid for 30 minutes");
-        let near_expiry = start.saturating_add(std::time::Duration::from_secs(50 * 60));
-        let rotated = task.current(near_expiry);
-        assert_ne!(rotated.access_key_id, first.access_key_id);
-        assert_eq!(rotated.role_arn, "arn:aws:iam::000000000000:role/app");
+        let json = serde_json::to_value(task.current()).unwrap();
+        assert_eq!(json["AccessKeyId"], "ASIAFIRST");
+        assert_eq!(json["Token"], "token");
+        assert_eq!(json["Expiration"], "2023-11-14T23:13:20.000Z");
+        assert_eq!(json["RoleArn"], "arn:aws:iam::000000000000:role/app");
+        assert!(!task.due(start.saturating_add(Duration::from_secs(30 * 60))));
+        assert!(task.due(start.saturating_add(Duration::from_secs(50 * 60))));
+
+        let id = task.id.clone();
+        let later = start.saturating_add(Duration::from_secs(50 * 60));
+        task.renew(issued(later.saturating_add(hour), "ASIASECOND"), later);
+        assert_eq!(task.id, id, "same endpoint");
+        assert_eq!(task.current().access_key_id, "ASIASECOND");
+        assert!(!task.due(later));
+        task.renew(issued(start, "ASIAOLD"), later);
+        assert_eq!(
+            task.current().access_key_id,
+            "ASIASECOND",
+            "older ones are ignored"
+        );
+
+        // Short-lived credentials are renewed with a quarter of their life left.
+        let short = TaskCredentials::new(
+            issued(start.saturating_add(Duration::from_secs(80)), "A"),
+            start,
+        );
+        assert!(!short.due(start.saturating_add(Duration::from_secs(50))));
+        assert!(short.due(start.saturating_add(Duration::from_secs(61))));
     }
 }

@@ -23,7 +23,9 @@ use berth_layerstore::content::Provider;
 use berth_layerstore::image::store::{ImageStore, StoreError};
 use berth_layerstore::image::{ImageConfig, Manifest, descriptor_digest, platform};
 use berth_layerstore::snapshot::{Lease, SnapshotError, SnapshotStore};
-use berth_registry::client::{Client, ClientError, ClientOptions, Platforms, PullOptions};
+use berth_registry::client::{
+    Client, ClientError, ClientOptions, Credential, Platforms, PullOptions,
+};
 use berth_registry::reference::Reference;
 use tokio::runtime::Handle;
 
@@ -213,8 +215,14 @@ impl Images {
     }
 
     /// Finds `image` in the store, pulling it when missing (on `runtime`, which must not be
-    /// the calling thread's), extracts the snapshots it lacks and leases them all.
-    pub fn prepare(&self, image: &str, runtime: &Handle) -> Result<PreparedImage, ImageError> {
+    /// the calling thread's), extracts the snapshots it lacks and leases them all. A pull uses
+    /// `credentials` (registry host, credential) before the client's own.
+    pub fn prepare(
+        &self,
+        image: &str,
+        credentials: &[(String, Credential)],
+        runtime: &Handle,
+    ) -> Result<PreparedImage, ImageError> {
         let normalized = normalize(image);
         let (resolved, pulled) = match self.lookup(image)? {
             Some(found) => (found, false),
@@ -225,7 +233,7 @@ impl Images {
                         reason: "it is neither a local image nor a valid reference".to_owned(),
                     });
                 };
-                (self.pull(image, &name, runtime)?, true)
+                (self.pull(image, &name, credentials, runtime)?, true)
             }
         };
         self.ready(image, resolved, pulled)
@@ -252,6 +260,7 @@ impl Images {
         &self,
         image: &str,
         name: &str,
+        credentials: &[(String, Credential)],
         runtime: &Handle,
     ) -> Result<berth_layerstore::image::store::Resolved, ImageError> {
         let gate = {
@@ -270,7 +279,7 @@ impl Images {
             image: image.to_owned(),
             reason: format!("{e}"),
         })?;
-        let client = self.client()?;
+        let client = self.client(credentials)?;
         let store_error = |source| ImageError::Store {
             image: image.to_owned(),
             source,
@@ -299,7 +308,15 @@ impl Images {
         })
     }
 
-    fn client(&self) -> Result<Client, ImageError> {
+    /// The shared client, or one of its own when there are `credentials` to add.
+    fn client(&self, credentials: &[(String, Credential)]) -> Result<Client, ImageError> {
+        if !credentials.is_empty() {
+            let mut options = self.inner.client_options.clone();
+            options
+                .credentials
+                .splice(0..0, credentials.iter().cloned());
+            return Client::new(options).map_err(|e| ImageError::Client(Box::new(e)));
+        }
         if let Some(client) = self.inner.client.get() {
             return Ok(client.clone());
         }

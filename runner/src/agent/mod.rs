@@ -70,7 +70,7 @@ pub use error::Error;
 
 use client::{Backoff, CallError, ControlPlane};
 use image::Images;
-use protocol::{PollResponse, RegisterRequest, RegisterResponse};
+use protocol::{PollRequest, PollResponse, RegisterRequest, RegisterResponse};
 use task::TaskEngine;
 
 use crate::ecs::status::StopCode;
@@ -449,7 +449,14 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
     if let Ok(Some(registered)) = &result {
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
-            control.poll(&registered.agent_id, Duration::ZERO, engine.reports()),
+            control.poll(
+                &registered.agent_id,
+                Duration::ZERO,
+                &PollRequest {
+                    tasks: engine.reports(),
+                    refresh_credentials: Vec::new(),
+                },
+            ),
         )
         .await;
     }
@@ -538,20 +545,23 @@ impl Agent {
             let agent_id = agent.agent_id.clone();
             let wait = Duration::from_secs(agent.heartbeat_seconds.clamp(1, 20));
             changes.borrow_and_update();
-            let reports = self.engine.reports();
+            let request = PollRequest {
+                tasks: self.engine.reports(),
+                refresh_credentials: self.engine.credentials_due(),
+            };
             let polled_at = tokio::time::Instant::now();
             // A task that changes while the poll is held is reported at once, by a new poll:
             // the control plane answers the superseded one with no work, so none is lost
             // (and work an answer lost in flight carried is delivered again).
             let answer = tokio::select! {
-                answer = self.control.poll(&agent_id, wait, reports) => answer,
+                answer = self.control.poll(&agent_id, wait, &request) => answer,
                 _ = changes.changed() => continue,
                 () = self.shutdown.cancelled() => return Ok(registered),
             };
             match answer {
                 Ok(work) => {
                     backoff.reset();
-                    let idle = work.start.is_empty() && work.stop.is_empty();
+                    let idle = work.is_empty();
                     self.apply(work).await;
                     // A control plane that answered early with nothing to do is not polled
                     // again before the heartbeat, unless a task changed meanwhile.
@@ -584,8 +594,11 @@ impl Agent {
         }
     }
 
-    /// Starts and stops what the control plane said.
+    /// Starts and stops what the control plane said, and takes renewed credentials.
     async fn apply(&self, work: PollResponse) {
+        for credentials in work.credentials {
+            self.engine.renew_credentials(credentials);
+        }
         for assignment in work.start {
             let engine = self.engine.clone();
             let arn = assignment.task_arn.clone();

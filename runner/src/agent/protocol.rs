@@ -13,6 +13,11 @@
 //! ([`TaskAssignment`]) and tasks to stop ([`StopInstruction`]). Both sides ignore fields they
 //! do not know, so either may add some.
 //!
+//! Role credentials ([`RoleCredentials`]) come with a task's assignment, for its task role and
+//! its execution role, as ECS's control plane sends them with the task. They are never stored
+//! with the task: before the task role's expire, the agent names the task in its poll's
+//! `refreshCredentials` and the answer's `credentials` carries new ones.
+//!
 //! Times are ECS's: seconds since the Unix epoch, with a fractional part
 //! ([`crate::ecs::Timestamp`]).
 
@@ -88,12 +93,15 @@ fn default_heartbeat() -> u64 {
 }
 
 /// The body of a poll: the state of every task the agent has.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PollRequest {
     /// One report per task, STOPPED tasks included until they are cleaned up.
     #[serde(default)]
     pub tasks: Vec<TaskReport>,
+    /// Tasks (ARNs) whose task role credentials expire soon.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh_credentials: Vec<String>,
 }
 
 /// The answer to a poll: the agent's work.
@@ -106,6 +114,64 @@ pub struct PollResponse {
     /// Tasks to stop.
     #[serde(default)]
     pub stop: Vec<StopInstruction>,
+    /// New credentials for tasks the poll named in `refreshCredentials`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<RoleCredentials>,
+}
+
+impl PollResponse {
+    /// Whether the answer holds nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.stop.is_empty() && self.credentials.is_empty()
+    }
+}
+
+/// Which of a task's roles credentials are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleType {
+    /// `taskRoleArn`: served to the task's containers by the credentials endpoint.
+    TaskApplication,
+    /// `executionRoleArn`: used by the agent to pull the task's images.
+    TaskExecution,
+}
+
+/// Temporary credentials of a role for one task, in the shape of STS's. The session token is
+/// a credential for berth registries that trust the control plane's key
+/// ([`berth_registry::auth`]): the password of Basic auth at their token endpoint.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleCredentials {
+    /// The task.
+    pub task_arn: String,
+    /// Which role.
+    pub role_type: RoleType,
+    /// The role's ARN.
+    pub role_arn: String,
+    /// `ASIA...`, 20 characters.
+    pub access_key_id: String,
+    /// 40 characters.
+    pub secret_access_key: String,
+    /// The signed credential.
+    pub session_token: String,
+    /// When they stop being valid.
+    pub expiration: Timestamp,
+    /// The registries (`host[:port]`) that accept them, for the execution role's pulls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registries: Vec<String>,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    // Never print secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("task_arn", &self.task_arn)
+            .field("role_type", &self.role_type)
+            .field("role_arn", &self.role_arn)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("registries", &self.registries)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A task the control plane places on an agent.
@@ -144,6 +210,9 @@ pub struct TaskAssignment {
     /// RUNNING.
     #[serde(default)]
     pub desired_status: DesiredStatus,
+    /// Credentials of the task's roles, added when the assignment is delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<RoleCredentials>,
 }
 
 impl TaskAssignment {
@@ -165,6 +234,7 @@ impl TaskAssignment {
             group: None,
             started_by: None,
             desired_status: DesiredStatus::Running,
+            credentials: Vec::new(),
         }
     }
 
@@ -383,6 +453,7 @@ mod tests {
         task.containers[0].exit_code = Some(143);
         let json = serde_json::to_value(PollRequest {
             tasks: vec![TaskReport::of(&task)],
+            refresh_credentials: Vec::new(),
         })
         .unwrap();
         let report = &json["tasks"][0];

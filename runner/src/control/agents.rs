@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::agent::protocol::{
     MAX_POLL_WAIT_SECS, PollRequest, PollResponse, RegisterRequest, RegisterResponse,
-    StopInstruction, TaskAssignment, TaskReport,
+    RoleCredentials, RoleType, StopInstruction, TaskAssignment, TaskReport,
 };
 use crate::ecs::Timestamp;
 use crate::ecs::arn;
@@ -258,7 +258,7 @@ pub(crate) async fn poll_route(
     body: Bytes,
 ) -> Result<Json<PollResponse>, ApiError> {
     let request: PollRequest = if body.is_empty() {
-        PollRequest { tasks: Vec::new() }
+        PollRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(ErrorKind::Serialization, e.to_string()))?
@@ -308,8 +308,13 @@ pub(crate) async fn poll(
     // The agent is in touch from now until its poll is answered.
     let _polling = Polling::start(state, &agent_id);
     let id = agent_id.clone();
-    state
-        .write(move |txn| merge_reports(txn, &id, &request.tasks))
+    let refresh = request.refresh_credentials;
+    let tasks = request.tasks;
+    let mut credentials = state
+        .write(move |txn| {
+            merge_reports(txn, &id, &tasks)?;
+            refreshed_credentials(txn, &id, &refresh)
+        })
         .await?;
     let (notify, generation) = {
         let mut agents = lock(&state.inner.agents);
@@ -334,8 +339,9 @@ pub(crate) async fn poll(
             return Ok(PollResponse::default());
         }
         let id = agent_id.clone();
-        let work = state.write(move |txn| take_work(txn, &id)).await?;
-        if !work.start.is_empty() || !work.stop.is_empty() {
+        let mut work = state.write(move |txn| take_work(txn, &id)).await?;
+        work.credentials.append(&mut credentials);
+        if !work.is_empty() {
             return Ok(work);
         }
         // Work queued from now on wakes `notify` (or leaves it a permit, if it is queued
@@ -362,8 +368,12 @@ fn take_work(txn: &mut Txn<'_>, agent_id: &str) -> Result<PollResponse, ApiError
             continue;
         }
         let parsed = match item.kind {
-            WorkKind::Start => serde_json::from_str::<TaskAssignment>(&item.body)
-                .map(|start| response.start.push(start)),
+            WorkKind::Start => {
+                serde_json::from_str::<TaskAssignment>(&item.body).map(|mut start| {
+                    attach_credentials(txn.inner, &mut start);
+                    response.start.push(start);
+                })
+            }
             WorkKind::Stop => serde_json::from_str::<StopInstruction>(&item.body)
                 .map(|stop| response.stop.push(stop)),
         };
@@ -377,6 +387,59 @@ fn take_work(txn: &mut Txn<'_>, agent_id: &str) -> Result<PollResponse, ApiError
             .mark_delivered(agent_id, &item.task_arn, item.kind, txn.now)?;
     }
     Ok(response)
+}
+
+/// Adds credentials for the task's roles to an assignment on its way to the agent.
+fn attach_credentials(inner: &super::Inner, assignment: &mut TaskAssignment) {
+    let Some(roles) = &inner.roles else {
+        return;
+    };
+    let definition = &assignment.task_definition;
+    let wanted = [
+        (RoleType::TaskApplication, definition.task_role_arn.clone()),
+        (
+            RoleType::TaskExecution,
+            definition.execution_role_arn.clone(),
+        ),
+    ];
+    for (role_type, role) in wanted {
+        if let Some(role) = role {
+            let issued = roles.issue(&assignment.task_arn, role_type, &role);
+            assignment.credentials.push(issued);
+        }
+    }
+}
+
+/// New task role credentials for the tasks an agent named, among those it runs.
+fn refreshed_credentials(
+    txn: &mut Txn<'_>,
+    agent_id: &str,
+    task_arns: &[String],
+) -> Result<Vec<RoleCredentials>, ApiError> {
+    let Some(roles) = &txn.inner.roles else {
+        return Ok(Vec::new());
+    };
+    let mut issued = Vec::new();
+    for arn in task_arns {
+        let Some(record) = txn.db.task(arn)? else {
+            tracing::debug!(task = %arn, "credentials asked for an unknown task");
+            continue;
+        };
+        if record.meta.agent_id.as_deref() != Some(agent_id)
+            || record.task.last_status == TaskStatus::Stopped
+        {
+            tracing::warn!(task = %arn, agent = agent_id,
+                "credentials asked for a task this agent does not run");
+            continue;
+        }
+        let definition = txn
+            .db
+            .task_definition_by_arn(&record.task.task_definition_arn)?;
+        if let Some(role) = definition.and_then(|d| d.task_role_arn) {
+            issued.push(roles.issue(arn, RoleType::TaskApplication, &role));
+        }
+    }
+    Ok(issued)
 }
 
 /// Merges an agent's reports into its tasks (see the module documentation).

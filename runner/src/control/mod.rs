@@ -77,6 +77,7 @@ mod clock;
 mod cost;
 mod error;
 mod logs;
+mod roles;
 mod scheduler;
 mod services;
 mod store;
@@ -108,6 +109,7 @@ use crate::ecs::metering::Rates;
 pub use balancers::{ListenerState, ServiceLoadBalancer};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, Error, ErrorKind};
+pub use roles::{Roles, RolesError};
 pub use store::StoreError;
 
 use balancers::{Balancers, ServiceKey};
@@ -165,12 +167,20 @@ pub struct Builder {
     rates: Rates,
     clock: Arc<dyn Clock>,
     config: Config,
+    roles: Option<Roles>,
 }
 
 impl Builder {
     /// Prices for metering; the public us-east-1 ones by default.
     pub fn rates(mut self, rates: Rates) -> Self {
         self.rates = rates;
+        self
+    }
+
+    /// The roles tasks may have, and the key that signs their credentials. Without them,
+    /// tasks get no role credentials.
+    pub fn roles(mut self, roles: Roles) -> Self {
+        self.roles = Some(roles);
         self
     }
 
@@ -276,6 +286,7 @@ impl Builder {
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
                 http,
+                roles: self.roles,
             }),
         })
     }
@@ -328,6 +339,8 @@ pub(crate) struct Inner {
     /// Cancelled when the control plane shuts down: long polls answer at once.
     shutdown: CancellationToken,
     http: reqwest::Client,
+    /// Signs tasks' role credentials.
+    roles: Option<Roles>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -405,6 +418,7 @@ impl ControlState {
             rates: Rates::default(),
             clock: Arc::new(SystemClock),
             config: Config::default(),
+            roles: None,
         }
     }
 
@@ -688,6 +702,8 @@ pub struct ServeOptions<S> {
     pub root: PathBuf,
     /// Metering prices.
     pub rates: Rates,
+    /// The roles tasks may have (see [`Roles`]).
+    pub roles: Option<Roles>,
     /// Completes when the control plane should stop.
     pub shutdown: S,
 }
@@ -698,9 +714,11 @@ pub async fn serve<S>(options: ServeOptions<S>) -> Result<(), Error>
 where
     S: Future<Output = ()> + Send + 'static,
 {
-    let state = ControlState::builder(options.root)
-        .rates(options.rates)
-        .open()?;
+    let mut builder = ControlState::builder(options.root).rates(options.rates);
+    if let Some(roles) = options.roles {
+        builder = builder.roles(roles);
+    }
+    let state = builder.open()?;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|source| Error::Bind {

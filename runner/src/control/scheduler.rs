@@ -245,6 +245,7 @@ fn assign(
         cpu: task.cpu.clone(),
         memory: task.memory.clone(),
         desired_status: DesiredStatus::Running,
+        credentials: Vec::new(),
     };
     txn.db.queue_work(
         &agent_id,

@@ -41,7 +41,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ecs::arn::Arn;
 use crate::ecs::placement::PlacementStrategy;
 use crate::ecs::service::{
     DeploymentCircuitBreaker, DeploymentStatus, RolloutState, Service, ServiceStatus,
@@ -147,16 +146,7 @@ struct Definitions {
 impl Definitions {
     fn get(&mut self, db: &Tx<'_>, arn: &str) -> Result<Option<&TaskDefinition>, ApiError> {
         if !self.cache.contains_key(arn) {
-            let found = match arn.parse::<Arn>() {
-                Ok(parsed) => match parsed.resource.rsplit_once(':') {
-                    Some((family, revision)) => match revision.parse() {
-                        Ok(revision) => db.task_definition(family, revision)?,
-                        Err(_) => None,
-                    },
-                    None => None,
-                },
-                Err(_) => None,
-            };
+            let found = db.task_definition_by_arn(arn)?;
             self.cache.insert(arn.to_owned(), found);
         }
         Ok(self.cache.get(arn).and_then(Option::as_ref))

@@ -476,6 +476,21 @@ impl Tx<'_> {
         )
     }
 
+    /// The definition a task definition ARN (`...:task-definition/FAMILY:REVISION`) names;
+    /// `None` for an ARN that names none.
+    pub(crate) fn task_definition_by_arn(&self, arn: &str) -> Result<Option<TaskDefinition>> {
+        let Ok(parsed) = arn.parse::<crate::ecs::arn::Arn>() else {
+            return Ok(None);
+        };
+        match parsed.resource.rsplit_once(':') {
+            Some((family, revision)) => match revision.parse() {
+                Ok(revision) => self.task_definition(family, revision),
+                Err(_) => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
     /// The latest ACTIVE revision of `family`.
     pub(crate) fn latest_task_definition(&self, family: &str) -> Result<Option<TaskDefinition>> {
         self.body(

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context as _, anyhow, bail};
+use berth_registry::auth::TokenKey;
 use berth_runner::agent::{AgentOptions, NetworkOptions};
-use berth_runner::control::ServeOptions;
+use berth_runner::control::{Roles, ServeOptions};
 use berth_runner::ecs::metering::Rates;
 use clap::Args;
 
@@ -42,6 +43,19 @@ pub struct ServeArgs {
     /// Do not start this machine's agent: the cluster then has only the instances that join.
     #[arg(long)]
     pub no_local_agent: bool,
+    /// The roles tasks may have: a JSON object from role ARN to IAM policy document. The
+    /// policies' ECR actions and repositories decide what the roles' credentials may do on
+    /// berth registries that trust --registry-key.
+    #[arg(long, value_name = "FILE")]
+    pub roles: Option<PathBuf>,
+    /// The key that signs task role credentials; give the same file as `auth.key_file` to the
+    /// registries that should accept them [default: ROOT/registry-token.key, made if missing].
+    #[arg(long, value_name = "FILE")]
+    pub registry_key: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) that accepts the credentials: agents pull from it with the
+    /// task's execution role credentials; repeatable.
+    #[arg(long = "trusted-registry", value_name = "HOST[:PORT]")]
+    pub trusted_registries: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +107,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--rates {}", path.display()))?,
         None => Rates::default(),
     };
+    let key_file = args
+        .registry_key
+        .clone()
+        .unwrap_or_else(|| root.join("registry-token.key"));
+    let key = TokenKey::load_or_create(&key_file)?;
+    let mut roles = Roles::new(key).registries(args.trusted_registries.clone());
+    if let Some(path) = &args.roles {
+        roles = roles.load_policies(path)?;
+    }
     if !args.no_local_agent {
         start_local_agent(&root.join("agent"), args.addr)?;
     }
@@ -102,6 +125,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             addr: args.addr,
             root,
             rates,
+            roles: Some(roles),
             shutdown: berth_registry::server::shutdown_signal(),
         })
         .await

@@ -147,6 +147,7 @@ use super::credentials::{Credentials, TaskCredentials, random_hex};
 use super::error::Error;
 use super::image::Images;
 use super::logs::LogHandle;
+use super::protocol::{RoleCredentials, RoleType};
 use super::protocol::{TaskAssignment, TaskReport};
 use crate::ecs::Timestamp;
 use crate::ecs::status::{HealthStatus, StopCode, TaskStatus};
@@ -654,18 +655,53 @@ impl TaskEngine {
     pub(crate) fn credentials(&self, id: &str, authorization: &str) -> Option<Credentials> {
         let tasks = self.inner.lock_tasks();
         for shared in tasks.values() {
-            let mut state = shared.lock();
-            if let Some(credentials) = state.credentials.as_mut() {
+            let state = shared.lock();
+            if let Some(credentials) = state.credentials.as_ref() {
                 if credentials.id == id {
                     return constant_time_eq(
                         credentials.authorization.as_bytes(),
                         authorization.as_bytes(),
                     )
-                    .then(|| credentials.current(Timestamp::now()));
+                    .then(|| credentials.current());
                 }
             }
         }
         None
+    }
+
+    /// The tasks (ARNs) whose task role credentials are due for renewal.
+    pub fn credentials_due(&self) -> Vec<String> {
+        let now = Timestamp::now();
+        self.inner
+            .lock_tasks()
+            .values()
+            .filter(|shared| {
+                let state = shared.lock();
+                state.task.last_status != TaskStatus::Stopped
+                    && state.credentials.as_ref().is_some_and(|c| c.due(now))
+            })
+            .map(|shared| shared.arn.clone())
+            .collect()
+    }
+
+    /// Takes renewed credentials from the control plane. Credentials for a task the engine
+    /// does not have, or that has no credentials to renew, are dropped.
+    pub fn renew_credentials(&self, issued: RoleCredentials) {
+        let Some(task) = self.find(&issued.task_arn) else {
+            tracing::debug!(task = %issued.task_arn, "credentials for a task this agent does not have");
+            return;
+        };
+        let mut state = task.lock();
+        match (issued.role_type, state.credentials.as_mut()) {
+            (RoleType::TaskApplication, Some(credentials)) => {
+                credentials.renew(issued, Timestamp::now());
+                tracing::debug!(task = %task.arn, "task role credentials renewed");
+            }
+            (RoleType::TaskExecution, _) => state.execution_credentials = Some(issued),
+            (RoleType::TaskApplication, None) => {
+                tracing::debug!(task = %task.arn, "credentials for a task that serves none");
+            }
+        }
     }
 }
 
@@ -863,7 +899,10 @@ pub(crate) struct TaskState {
     pub(crate) containers: Vec<ContainerRuntime>,
     pub(crate) transitions: Vec<Transition>,
     pub(crate) network: Option<NetworkInfo>,
+    /// The task role's credentials, served to its containers.
     pub(crate) credentials: Option<TaskCredentials>,
+    /// The execution role's, for pulling its images.
+    pub(crate) execution_credentials: Option<RoleCredentials>,
     /// When a STOPPED task is to be cleaned up.
     pub(crate) clean_after: Option<Timestamp>,
 }
@@ -920,8 +959,23 @@ pub(crate) struct ContainerRuntime {
 }
 
 impl TaskShared {
-    fn new(engine: &Engine, assignment: TaskAssignment, dir: PathBuf) -> Result<TaskShared, Error> {
+    fn new(
+        engine: &Engine,
+        mut assignment: TaskAssignment,
+        dir: PathBuf,
+    ) -> Result<TaskShared, Error> {
         let now = Timestamp::now();
+        // Credentials live in memory only: the assignment is saved with the task's record.
+        let mut credentials = None;
+        let mut execution_credentials = None;
+        for issued in std::mem::take(&mut assignment.credentials) {
+            match issued.role_type {
+                RoleType::TaskApplication => {
+                    credentials = Some(TaskCredentials::new(issued, now));
+                }
+                RoleType::TaskExecution => execution_credentials = Some(issued),
+            }
+        }
         let definition = &assignment.task_definition;
         let mut task = Task::new(
             assignment.task_arn.clone(),
@@ -989,7 +1043,8 @@ impl TaskShared {
                     at: now,
                 }],
                 network: None,
-                credentials: None,
+                credentials,
+                execution_credentials,
                 clean_after: None,
             }),
             changed: Condvar::new(),

@@ -188,6 +188,7 @@ fn restore_one(engine: &Arc<Engine>, dir: &Path) -> Result<TaskShared, Error> {
         transitions,
         network: None,
         credentials: None,
+        execution_credentials: None,
         clean_after,
     };
     if let Err(err) = save_state(dir, &state) {

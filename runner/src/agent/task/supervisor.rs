@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use super::container::{self, Inputs, Plan, PlanError};
 use super::network::{self, TaskNetwork};
 use super::{Engine, Phase, TaskShared, TaskState, Transition, VOLUMES_DIR, health};
-use crate::agent::credentials::TaskCredentials;
 use crate::agent::image::PreparedImage;
 use crate::agent::logs::LogWriter;
 use crate::agent::protocol::TaskAssignment;
@@ -26,6 +25,7 @@ use crate::ecs::status::{
 };
 use crate::ecs::taskdef::{ContainerCondition, ContainerDefinition, IpcMode, NetworkMode, PidMode};
 use crate::sandbox::{ContainerState, Resources};
+use berth_registry::client::Credential;
 
 /// The reason ECS gives a task whose essential container exited.
 pub(crate) const ESSENTIAL_EXITED: &str = "Essential container in task exited";
@@ -208,9 +208,6 @@ impl Supervisor {
         }
         self.cgroup = Some(cgroup);
 
-        if let Some(role) = &definition.task_role_arn {
-            self.shared.lock().credentials = Some(TaskCredentials::issue(role, Timestamp::now()));
-        }
         self.shared.notify();
         Ok(())
     }
@@ -222,6 +219,26 @@ impl Supervisor {
         self.shared.notify();
         let mut cache: HashMap<String, Arc<PreparedImage>> = HashMap::new();
         let mut result = Ok(());
+        // The execution role's credentials, for the registries that accept them.
+        let credentials: Vec<(String, Credential)> = self
+            .shared
+            .lock()
+            .execution_credentials
+            .as_ref()
+            .map(|issued| {
+                issued
+                    .registries
+                    .iter()
+                    .map(|host| {
+                        let credential = Credential::Basic {
+                            username: issued.access_key_id.clone(),
+                            password: issued.session_token.clone(),
+                        };
+                        (host.clone(), credential)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for i in 0..self.defs().len() {
             if self.stop_wanted() {
                 break;
@@ -229,7 +246,11 @@ impl Supervisor {
             let image = self.defs()[i].image.clone();
             let prepared = match cache.get(&image) {
                 Some(prepared) => prepared.clone(),
-                None => match self.engine.images.prepare(&image, &self.engine.runtime) {
+                None => match self
+                    .engine
+                    .images
+                    .prepare(&image, &credentials, &self.engine.runtime)
+                {
                     Ok(prepared) => {
                         let prepared = Arc::new(prepared);
                         cache.insert(image, prepared.clone());
@@ -989,6 +1010,7 @@ mod tests {
             transitions: Vec::new(),
             network: None,
             credentials: None,
+            execution_credentials: None,
             clean_after: None,
         }
     }
