@@ -4,7 +4,9 @@
 //! service of two tasks behind the load balancer. The service spreads its tasks over the zones;
 //! connections through the load balancer reach both; a container that is killed is replaced; an
 //! agent that is killed has its tasks rescheduled on the other instance, and comes back cleaning
-//! up what it left.
+//! up what it left. Then task roles: a registry with token authentication, a control plane
+//! with role policies signing with the registry's key, and a task whose execution role pulls
+//! its image and whose task role's credentials, fetched inside the task, pull but do not push.
 //!
 //! Needs root, runc, iproute2, nsenter and busybox-static (`scripts/setup.sh`).
 
@@ -46,7 +48,34 @@ struct Runner {
     host: Option<TestHost>,
 }
 
+/// `berth runner serve` on `addr` over `root`, its output in `root/serve.{log,err}`.
+fn spawn_serve(root: &Path, store: &Path, addr: &str, extra: &[&std::ffi::OsStr]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["runner", "serve", "--addr", addr, "--root"])
+        .arg(root)
+        .args(extra)
+        .env("BERTH_ROOT", store)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(root.join("serve.log")).unwrap())
+        .stderr(std::fs::File::create(root.join("serve.err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 impl Runner {
+    /// The control plane `serve` on `port` with this machine's agent under `root/agent`.
+    fn new(store: &Path, port: u16, serve: Child, root: &Path) -> Runner {
+        Runner {
+            store: store.to_owned(),
+            children: Vec::new(),
+            url: format!("http://127.0.0.1:{port}"),
+            serve,
+            agents: vec![root.join("agent")],
+            server: String::new(),
+            host: None,
+        }
+    }
+
     fn berth(&self, args: &[&str]) -> Value {
         let mut all: Vec<&str> = args.to_vec();
         all.push("--json");
@@ -117,6 +146,41 @@ impl Runner {
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until `count` container instances have joined the default cluster.
+    fn wait_for_instances(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let clusters = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["cluster", "ls", "--json"])
+                .env("BERTH_RUNNER_URL", &self.url)
+                .output()
+                .unwrap();
+            let ok = clusters.status.success()
+                && serde_json::from_slice::<Value>(&clusters.stdout).is_ok_and(|v| {
+                    v["clusters"][0]["registeredContainerInstancesCount"] == json!(count)
+                });
+            if ok {
+                return;
+            }
+            let logs: Vec<String> = self
+                .agents
+                .iter()
+                .map(|a| {
+                    std::fs::read_to_string(a.with_extension("log"))
+                        .or_else(|_| std::fs::read_to_string(a.join("agent.log")))
+                        .unwrap_or_default()
+                })
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "the agents did not join: {}\n{}",
+                String::from_utf8_lossy(&clusters.stderr),
+                logs.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 
@@ -227,31 +291,13 @@ fn services_spread_over_agents_survive_killed_containers_and_agents() {
     let root = work.path().join("runner");
     std::fs::create_dir_all(&root).unwrap();
     let port = free_port();
-    let serve = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["runner", "serve", "--addr"])
-        .arg(format!("0.0.0.0:{port}"))
-        .arg("--root")
-        .arg(&root)
-        .env("BERTH_ROOT", &store)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(root.join("serve.log")).unwrap())
-        .stderr(std::fs::File::create(root.join("serve.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let serve = spawn_serve(&root, &store, &format!("0.0.0.0:{port}"), &[]);
     let host = TestHost::create(
         &format!("berth-e2e-{}", std::process::id() % 100_000),
         "10.237.1.0/30".parse().unwrap(),
     )
     .unwrap();
-    let mut runner = Runner {
-        store: store.clone(),
-        children: Vec::new(),
-        url: format!("http://127.0.0.1:{port}"),
-        serve,
-        agents: vec![root.join("agent")],
-        server: String::new(),
-        host: None,
-    };
+    let mut runner = Runner::new(&store, port, serve, &root);
     let agent2 = work.path().join("agent2");
     std::fs::create_dir_all(&agent2).unwrap();
     runner.agents.push(agent2.clone());
@@ -259,27 +305,7 @@ fn services_spread_over_agents_survive_killed_containers_and_agents() {
     runner.host = Some(host);
 
     // Both instances join.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let clusters = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["cluster", "ls", "--json"])
-            .env("BERTH_RUNNER_URL", &runner.url)
-            .output()
-            .unwrap();
-        let ok = clusters.status.success()
-            && serde_json::from_slice::<Value>(&clusters.stdout)
-                .is_ok_and(|v| v["clusters"][0]["registeredContainerInstancesCount"] == json!(2));
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agents did not join: {}\n{}",
-            String::from_utf8_lossy(&clusters.stderr),
-            std::fs::read_to_string(agent2.with_extension("log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    runner.wait_for_instances(2);
 
     // A web server that answers with its hostname, in bridge mode on a dynamic host port.
     let marker = format!("/www{}", std::process::id());
@@ -444,5 +470,188 @@ fn services_spread_over_agents_survive_killed_containers_and_agents() {
             pids_of(&server)
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Runs `berth` with the store and control plane of the test; its stdout.
+fn berth_ok(runner: &Runner, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args(args)
+        .env("BERTH_RUNNER_URL", &runner.url)
+        .env("BERTH_ROOT", &runner.store);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for the task to stop and returns its description.
+fn stopped_task(runner: &Runner, arn: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let task = runner.berth(&["task", "describe", arn])["tasks"][0].clone();
+        if task["lastStatus"] == "STOPPED" {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "the task did not stop: {task:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn task_roles_get_credentials_that_the_registry_honours_within_their_policies() {
+    require_tool("/usr/sbin/runc", "runc");
+    let (work, store, base) = work_with_base("runner-roles");
+    let root = work.path().join("runner");
+    std::fs::create_dir_all(&root).unwrap();
+
+    // A registry with token authentication, trusting the key the control plane signs with.
+    let key = work.path().join("registry.key");
+    berth_registry::auth::TokenKey::load_or_create(&key).unwrap();
+    let config = work.path().join("registry.json");
+    std::fs::write(&config, json!({"auth": {"key_file": key}}).to_string()).unwrap();
+    let registry = Server::start_with(
+        &work.path().join("registry"),
+        "127.0.0.1:0",
+        &["--config", config.to_str().unwrap()],
+    );
+    let reg = registry.addr.clone();
+
+    // CI pushes the image with a credential of its own (docker login's config.json).
+    let admin = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "registry",
+            "credential",
+            "--subject",
+            "ci",
+            "--allow",
+            "*:*",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let docker_config = work.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::write(
+        docker_config.join("config.json"),
+        json!({"auths": {reg.clone(): {"username": "ci", "password": admin}}}).to_string(),
+    )
+    .unwrap();
+
+    // Roles: `exec` may pull app/* (ECR's words), `app` may pull app/web, `nothing` is unknown.
+    let roles = work.path().join("roles.json");
+    std::fs::write(
+        &roles,
+        json!({
+            "arn:aws:iam::000000000000:role/exec": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": "arn:aws:ecr:us-east-1:000000000000:repository/app/*"}]},
+            "arn:aws:iam::000000000000:role/app": {"Statement": [{
+                "Effect": "Allow", "Action": "pull", "Resource": "app/web"}]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let port = free_port();
+    let serve = spawn_serve(
+        &root,
+        &store,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--roles".as_ref(),
+            roles.as_os_str(),
+            "--registry-key".as_ref(),
+            key.as_os_str(),
+            "--trusted-registry".as_ref(),
+            reg.as_ref(),
+        ],
+    );
+    let runner = Runner::new(&store, port, serve, &root);
+    runner.wait_for_instances(1);
+    let image = format!("{reg}/app/web:1");
+    berth_ok(&runner, &["tag", &base, &image], &[]);
+    berth_ok(
+        &runner,
+        &["push", "-q", &image],
+        &[("DOCKER_CONFIG", &docker_config)],
+    );
+    // The agent must pull it, with the execution role's credentials.
+    berth_ok(&runner, &["rmi", &image], &[]);
+
+    // The task asks the credentials endpoint, trades the credentials at the registry's token
+    // endpoint, and tries what its role allows and what it does not.
+    let token_of = r#"sed 's/.*"token":"\([^"]*\)".*/\1/'"#;
+    let script = format!(
+        r#"set -e
+C=$(wget -qO- --header "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI")
+echo "$C" | grep -q '"RoleArn":"arn:aws:iam::000000000000:role/app"'
+T=$(echo "$C" | sed 's/.*"Token":"\([^"]*\)".*/\1/')
+A=$(wget -qO- "http://task:$T@{reg}/token?service=berth-registry&scope=repository:app/web:pull" | {token_of})
+wget -qO /dev/null --header "Authorization: Bearer $A" --header "Accept: application/vnd.oci.image.manifest.v1+json" "http://{reg}/v2/app/web/manifests/1" && echo pull-allowed
+B=$(wget -qO- "http://task:$T@{reg}/token?service=berth-registry&scope=repository:app/web:pull,push&scope=repository:app/other:pull" | {token_of})
+wget -qO /dev/null --header "Authorization: Bearer $B" "http://{reg}/v2/app/other/tags/list" || echo other-denied
+wget -qO /dev/null --post-data '' --header "Authorization: Bearer $B" "http://{reg}/v2/app/web/blobs/uploads/" || echo push-denied
+"#
+    );
+    let definition = json!({
+        "family": "roles",
+        "networkMode": "host",
+        "taskRoleArn": "arn:aws:iam::000000000000:role/app",
+        "executionRoleArn": "arn:aws:iam::000000000000:role/exec",
+        "containerDefinitions": [{
+            "name": "main", "image": image, "memory": 32, "essential": true,
+            "command": ["sh", "-c", script]
+        }]
+    });
+    // First, an execution role that allows no pull: the image cannot be pulled.
+    let mut denied = definition.clone();
+    denied["family"] = json!("denied");
+    denied["executionRoleArn"] = json!("arn:aws:iam::000000000000:role/nothing");
+    let file = work.path().join("denied-task.json");
+    std::fs::write(&file, denied.to_string()).unwrap();
+    runner.berth(&["taskdef", "register", file.to_str().unwrap()]);
+    let run = runner.berth(&["task", "run", "--task-definition", "denied"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let task = stopped_task(&runner, &arn);
+    let reason = task["stoppedReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotPullContainerError") && reason.contains(&reg),
+        "{task:#}"
+    );
+
+    // Then the roles that allow it.
+    let file = work.path().join("roles-task.json");
+    std::fs::write(&file, definition.to_string()).unwrap();
+    runner.berth(&["taskdef", "register", file.to_str().unwrap()]);
+    let run = runner.berth(&["task", "run", "--task-definition", "roles"]);
+    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let task = stopped_task(&runner, &arn);
+    let logs = berth_ok(&runner, &["task", "logs", &arn], &[]);
+    assert_eq!(
+        task["containers"][0]["exitCode"],
+        0,
+        "{task:#}\nlogs:\n{logs}\nagent:\n{}",
+        std::fs::read_to_string(root.join("agent/agent.log")).unwrap_or_default()
+    );
+    for line in ["pull-allowed", "other-denied", "push-denied"] {
+        assert!(
+            logs.contains(line),
+            "{line} missing from the task's output:\n{logs}"
+        );
     }
 }

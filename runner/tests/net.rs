@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -238,6 +238,71 @@ fn listen_in(netns: &Path, addr: SocketAddr) -> TcpListener {
     within(netns, || TcpListener::bind(addr))
         .expect("enter the namespace")
         .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", netns.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP helpers
+
+/// A UDP socket bound inside the namespace at `netns`.
+fn udp_bind_in(netns: &Path, addr: SocketAddr) -> UdpSocket {
+    within(netns, || UdpSocket::bind(addr))
+        .expect("enter the namespace")
+        .unwrap_or_else(|e| panic!("bind {addr}/udp in {}: {e}", netns.display()))
+}
+
+/// Answers each datagram with `<sender>|<datagram>` until it gets `stop`; returns the senders
+/// it answered, in order.
+fn udp_echo(socket: UdpSocket) -> JoinHandle<Vec<SocketAddr>> {
+    std::thread::spawn(move || {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut peers = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            let (len, peer) = socket.recv_from(&mut buf).expect("recv");
+            if &buf[..len] == b"stop" {
+                return peers;
+            }
+            let mut reply = format!("{peer}|").into_bytes();
+            reply.extend_from_slice(&buf[..len]);
+            socket.send_to(&reply, peer).expect("send");
+            peers.push(peer);
+        }
+    })
+}
+
+/// A UDP client socket on 127.0.0.1 that waits for replies for a while.
+fn udp_client() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+}
+
+/// Sends `message` to `addr` and returns the reply of a [`udp_echo`]: the sender it saw and
+/// the message. The reply must come from `addr`.
+fn udp_ask(socket: &UdpSocket, addr: SocketAddr, message: &str) -> (SocketAddr, String) {
+    socket.send_to(message.as_bytes(), addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, from) = socket.recv_from(&mut buf).expect("no UDP reply");
+    assert_eq!(from, addr, "the reply came from elsewhere");
+    let reply = std::str::from_utf8(&buf[..len]).unwrap();
+    let (peer, message) = reply.split_once('|').unwrap();
+    (peer.parse().unwrap(), message.to_owned())
+}
+
+/// A port free for both TCP and UDP on every address a moment ago.
+fn free_port_for_both() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port is free for both TCP and UDP");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,6 +918,104 @@ fn a_published_dynamic_port_forwards_tcp_into_a_namespace() {
         TcpStream::connect_timeout(&host_port, Duration::from_secs(1)).is_err(),
         "the host port still accepts after close"
     );
+    network.detach(&task).unwrap();
+}
+
+#[test]
+fn published_udp_ports_relay_each_client_and_share_a_port_number_with_tcp() {
+    let mut fx = Fixture::new(11);
+    let network = fx.network();
+    let task = network.attach("dns").unwrap();
+    // The task serves port 5353 over both protocols, as a DNS server serves 53.
+    let container: SocketAddr = "0.0.0.0:5353".parse().unwrap();
+    let listener = listen_in(&task.netns_path, container);
+    let udp_echo = udp_echo(udp_bind_in(&task.netns_path, container));
+
+    let port = free_port_for_both();
+    let published = Publisher::new()
+        .publish(
+            task.ip.into(),
+            &[
+                PortMapping::tcp(5353).with_host_port(port),
+                PortMapping::udp(5353).with_host_port(port),
+                PortMapping::udp(5353),
+            ],
+        )
+        .unwrap();
+    let bindings = published.bindings();
+    assert_eq!(
+        serde_json::to_value(&bindings[..2]).unwrap(),
+        serde_json::json!([
+            {"bindIP": "0.0.0.0", "containerPort": 5353, "hostPort": port, "protocol": "tcp"},
+            {"bindIP": "0.0.0.0", "containerPort": 5353, "hostPort": port, "protocol": "udp"},
+        ])
+    );
+    let dynamic = bindings[2];
+    assert_eq!(dynamic.protocol, Protocol::Udp);
+    assert!(
+        EPHEMERAL_PORTS.contains(&dynamic.host_port),
+        "{} is not in ECS's ephemeral range",
+        dynamic.host_port
+    );
+
+    // Two clients on the shared port, interleaved: each gets its own replies, and the task
+    // sees each as a peer of its own on the gateway.
+    let host_port = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    let (a, b) = (udp_client(), udp_client());
+    let (a_peer, reply) = udp_ask(&a, host_port, "a0");
+    assert_eq!(reply, "a0");
+    let (b_peer, reply) = udp_ask(&b, host_port, "b0");
+    assert_eq!(reply, "b0");
+    assert_eq!(a_peer.ip(), IpAddr::V4(network.gateway()));
+    assert_eq!(b_peer.ip(), IpAddr::V4(network.gateway()));
+    assert_ne!(a_peer, b_peer);
+    for i in 1..4 {
+        assert_eq!(
+            udp_ask(&a, host_port, &format!("a{i}")),
+            (a_peer, format!("a{i}"))
+        );
+        assert_eq!(
+            udp_ask(&b, host_port, &format!("b{i}")),
+            (b_peer, format!("b{i}"))
+        );
+    }
+    // The dynamic port reaches the same task.
+    let dynamic_port = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dynamic.host_port);
+    assert_eq!(udp_ask(&a, dynamic_port, "dynamic").1, "dynamic");
+
+    // TCP on the same port number.
+    let echo = echo_once(listener);
+    assert_eq!(exchange(host_port, "over tcp").unwrap(), "over tcp");
+    assert_eq!(echo.join().unwrap().ip(), IpAddr::V4(network.gateway()));
+
+    // The same UDP host port again is refused, naming it and its protocol.
+    match Publisher::new().publish(
+        task.ip.into(),
+        &[PortMapping::udp(5353).with_host_port(port)],
+    ) {
+        Err(Error::PortUnavailable {
+            port: refused,
+            protocol,
+            ..
+        }) => assert_eq!((refused, protocol), (port, Protocol::Udp)),
+        other => panic!("expected PortUnavailable, got {other:?}"),
+    }
+
+    published.close();
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).expect("the UDP host port is still bound");
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, dynamic.host_port))
+        .expect("the dynamic UDP host port is still bound");
+    assert!(
+        TcpStream::connect_timeout(&host_port, Duration::from_secs(1)).is_err(),
+        "the TCP host port still accepts after close"
+    );
+    let stop = SocketAddr::new(task.ip.into(), 5353);
+    UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .send_to(b"stop", stop)
+        .unwrap();
+    let peers = udp_echo.join().unwrap();
+    assert_eq!(peers.len(), 9, "{peers:?}");
     network.detach(&task).unwrap();
 }
 

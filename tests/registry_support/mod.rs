@@ -23,16 +23,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server on a free loopback port over `root` and waits until `/v2/` answers.
+    /// Starts the server on a free loopback port over `root` and waits until it answers.
     pub fn start(root: &Path) -> Server {
         Server::start_on(root, "127.0.0.1:0")
     }
 
     /// Starts the server on `addr` over `root`.
     pub fn start_on(root: &Path, addr: &str) -> Server {
+        Server::start_with(root, addr, &[])
+    }
+
+    /// Starts the server on `addr` over `root`, with more arguments (`--config FILE`).
+    pub fn start_with(root: &Path, addr: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["registry", "serve", "--addr", addr, "--root"])
             .arg(root)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .env("BERTH_LOG", "warn")
@@ -55,7 +61,8 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(reply) = server.request("GET", "/v2/", &[], b"")
+            // `/healthz`, which answers with or without authentication.
+            if let Ok(reply) = server.request("GET", "/healthz", &[], b"")
                 && reply.status == 200
             {
                 return server;

@@ -94,15 +94,10 @@ impl TokenAuth {
 
     /// Lets the request through, or answers the challenge. Drops a mount parameter the token
     /// does not cover (see the module's notes).
-    pub(crate) fn authorize(
-        &self,
-        route: &Route,
-        parts: &mut Parts,
-    ) -> Result<(), Box<Response>> {
+    pub(crate) fn authorize(&self, route: &Route, parts: &mut Parts) -> Result<(), Box<Response>> {
         let needed = needed(route, &parts.method);
-        let challenge = |error: Option<&str>| {
-            Box::new(self.challenge(&parts.headers, needed.as_ref(), error))
-        };
+        let challenge =
+            |error: Option<&str>| Box::new(self.challenge(&parts.headers, needed.as_ref(), error));
         let Some(token) = bearer(&parts.headers) else {
             return Err(challenge(None));
         };

@@ -109,7 +109,7 @@ use crate::ecs::metering::Rates;
 pub use balancers::{ListenerState, ServiceLoadBalancer};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, Error, ErrorKind};
-pub use roles::{Roles, RolesError};
+pub use roles::{DEFAULT_LIFETIME as DEFAULT_CREDENTIALS_LIFETIME, Roles, RolesError};
 pub use store::StoreError;
 
 use balancers::{Balancers, ServiceKey};

@@ -175,36 +175,31 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// A port mapping asks for a protocol the publisher cannot forward.
-    #[error("{protocol} port mappings are not supported yet (container port {container_port})")]
-    UnsupportedProtocol {
-        /// The protocol.
-        protocol: Protocol,
-        /// The mapping's container port.
-        container_port: u16,
-    },
-
     /// A port mapping that cannot be published, such as container port 0.
     #[error("invalid port mapping: {0}")]
     InvalidMapping(String),
 
     /// A fixed host port could not be bound.
-    #[error("host port {port}/tcp on {ip} is not available: {source}")]
+    #[error("host port {port}/{protocol} on {ip} is not available: {source}")]
     PortUnavailable {
         /// The address the port was bound on.
         ip: IpAddr,
         /// The port.
         port: u16,
+        /// The protocol it was bound for.
+        protocol: Protocol,
         /// Why `bind(2)` or `listen(2)` failed.
         #[source]
         source: io::Error,
     },
 
     /// Every port of the dynamic range is in use.
-    #[error("no free host port in {first}-{last} on {ip}")]
+    #[error("no free {protocol} host port in {first}-{last} on {ip}")]
     NoFreePort {
         /// The address ports were bound on.
         ip: IpAddr,
+        /// The protocol they were bound for.
+        protocol: Protocol,
         /// The range's first port.
         first: u16,
         /// The range's last port.

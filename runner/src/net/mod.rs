@@ -26,9 +26,9 @@
 //!   port of the bridge. Every container of the task joins that namespace, so they share
 //!   `localhost`, as in ECS.
 //! - **bridge** (EC2): the same attachment, plus the task's `portMappings` published on the
-//!   host with a [`Publisher`] (a userspace proxy per port, dynamic host ports from ECS's
-//!   ephemeral range; see [`publish`](mod@publish)). The returned [`NetworkBinding`]s are ECS's
-//!   `networkBindings`.
+//!   host with a [`Publisher`] (a userspace proxy per port, TCP or UDP, dynamic host ports
+//!   from ECS's ephemeral range; see [`publish`](mod@publish)). The returned
+//!   [`NetworkBinding`]s are ECS's `networkBindings`.
 //! - **host**: nothing here; the sandbox runs the containers in the host's namespace.
 //! - **none**: [`Network::isolate`] gives the task a named namespace with `lo` only, which its
 //!   containers share (the sandbox's own `Network::None` gives each container a private one).

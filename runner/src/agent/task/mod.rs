@@ -114,8 +114,7 @@
 //! Not supported, and refused with the reason rather than run differently: `pidMode`, and
 //! `ipcMode` other than `none` (each container has its own PID and IPC namespaces),
 //! `linuxParameters` capabilities, `initProcessEnabled` and tmpfs mount options beyond
-//! `nosuid`/`nodev`, `pseudoTerminal`, volume drivers other than `local`, and UDP port
-//! mappings in bridge mode. Accepted and not applied: `logConfiguration` (the agent keeps the
+//! `nosuid`/`nodev`, `pseudoTerminal` and volume drivers other than `local`. Accepted and not applied: `logConfiguration` (the agent keeps the
 //! output, whatever the driver), `linuxParameters.maxSwap` and `swappiness` (swap is not
 //! limited), `interactive`.
 //!
