@@ -25,6 +25,16 @@ use build_support::*;
 use registry_support::*;
 use serde_json::{Value, json};
 
+/// The tests take turns: each starts this machine's agent, and this machine has one task bridge
+/// and one `169.254.170.2:80`.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A free TCP port on every address.
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
@@ -287,6 +297,7 @@ fn pids_of(cmdline: &str) -> Vec<i32> {
 #[test]
 fn services_spread_over_agents_survive_killed_containers_and_agents() {
     require_tool("/usr/sbin/runc", "runc");
+    let _turn = one_at_a_time();
     let (work, store, base) = work_with_base("runner-e2e");
     let root = work.path().join("runner");
     std::fs::create_dir_all(&root).unwrap();
@@ -508,6 +519,7 @@ fn stopped_task(runner: &Runner, arn: &str) -> Value {
 #[test]
 fn task_roles_get_credentials_that_the_registry_honours_within_their_policies() {
     require_tool("/usr/sbin/runc", "runc");
+    let _turn = one_at_a_time();
     let (work, store, base) = work_with_base("runner-roles");
     let root = work.path().join("runner");
     std::fs::create_dir_all(&root).unwrap();
@@ -606,6 +618,7 @@ wget -qO /dev/null --header "Authorization: Bearer $A" --header "Accept: applica
 B=$(wget -qO- "http://task:$T@{reg}/token?service=berth-registry&scope=repository:app/web:pull,push&scope=repository:app/other:pull" | {token_of})
 wget -qO /dev/null --header "Authorization: Bearer $B" "http://{reg}/v2/app/other/tags/list" || echo other-denied
 wget -qO /dev/null --post-data '' --header "Authorization: Bearer $B" "http://{reg}/v2/app/web/blobs/uploads/" || echo push-denied
+wget -qO- "http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" | grep -q '"Token":"' && echo link-local-ok
 "#
     );
     let definition = json!({
@@ -648,7 +661,12 @@ wget -qO /dev/null --post-data '' --header "Authorization: Bearer $B" "http://{r
         "{task:#}\nlogs:\n{logs}\nagent:\n{}",
         std::fs::read_to_string(root.join("agent/agent.log")).unwrap_or_default()
     );
-    for line in ["pull-allowed", "other-denied", "push-denied"] {
+    for line in [
+        "pull-allowed",
+        "other-denied",
+        "push-denied",
+        "link-local-ok",
+    ] {
         assert!(
             logs.contains(line),
             "{line} missing from the task's output:\n{logs}"

@@ -39,7 +39,7 @@ use berth_runner::agent::protocol::{
     TaskAssignment, TaskReport,
 };
 use berth_runner::agent::task::{TaskEngine, TaskHandle};
-use berth_runner::agent::{AgentOptions, NetworkOptions, server};
+use berth_runner::agent::{AgentOptions, LINK_LOCAL_ENDPOINT, NetworkOptions, server};
 use berth_runner::ecs::Timestamp;
 use berth_runner::ecs::status::{
     ContainerStatus, DesiredStatus, HealthStatus, LaunchType, StopCode, TaskStatus,
@@ -807,9 +807,19 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
                 Some(SocketAddr::from(([127, 0, 0, 1], port))),
                 Some(gateway),
             )
+            .relative_credentials(true)
     });
     assert_eq!(fx.gateway().to_string(), "10.233.9.1");
     let app = server::app(fx.engine.clone());
+    // The link-local endpoint, as the agent serves it, on this fixture's bridge.
+    fx.network
+        .add_host_address(std::net::Ipv4Addr::new(169, 254, 170, 2))
+        .unwrap();
+    let link_local = runtime
+        .block_on(tokio::net::TcpListener::bind(LINK_LOCAL_ENDPOINT))
+        .unwrap_or_else(|e| panic!("bind {LINK_LOCAL_ENDPOINT} (is an agent running?): {e}"));
+    let again = app.clone();
+    runtime.spawn(async move { axum::serve(link_local, again).await });
     runtime.spawn(async move { axum::serve(listener, app).await });
 
     // The credentials come with the assignment, as the control plane sends them.
@@ -827,7 +837,7 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
                 "taskRoleArn": "arn:aws:iam::000000000000:role/app",
                 "containerDefinitions": [
                   {"name": "probe", "image": "localhost/berth-test/busybox:1",
-                   "command": ["sh", "-c", "for i in $(seq 100); do wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task | grep -q 'KnownStatus.:.RUNNING' && break; sleep 0.1; done; wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4; echo; wget -qO- --header \"Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN\" $AWS_CONTAINER_CREDENTIALS_FULL_URI; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4/stats; echo"]}
+                   "command": ["sh", "-c", "for i in $(seq 100); do wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task | grep -q 'KnownStatus.:.RUNNING' && break; sleep 0.1; done; wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4; echo; wget -qO- --header \"Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN\" $AWS_CONTAINER_CREDENTIALS_FULL_URI; echo; wget -qO- $ECS_CONTAINER_METADATA_URI_V4/stats; echo; wget -qO- http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; echo; wget -qO- --header 'Authorization: wrong' $AWS_CONTAINER_CREDENTIALS_FULL_URI || echo refused"]}
                 ]}"#,
         ),
         LaunchType::Fargate,
@@ -924,6 +934,13 @@ fn the_metadata_and_credentials_endpoints_answer_inside_the_task() {
             .is_some(),
         "{stats}"
     );
+    // The SDKs' way: 169.254.170.2 and the relative URI, with no Authorization header.
+    let relative: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap()).expect("link-local credentials JSON");
+    assert_eq!(relative["AccessKeyId"], credentials["AccessKeyId"]);
+    // A wrong Authorization header is refused even with the right id.
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.last(), Some(&"refused"), "{rest:?}");
     drop(fx);
     runtime.shutdown_background();
 }

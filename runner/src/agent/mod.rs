@@ -330,6 +330,8 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
         (local, bound, Some(bridge))
     };
     tracing::info!(address = %local, bridge = %metadata_bridge, "agent server listening");
+    let link_local = link_local_listener(&network).await;
+    let relative_credentials = link_local.is_some();
 
     let engine = {
         let root = root.clone();
@@ -345,7 +347,8 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
                 .runtime(runtime)
                 .availability_zone(zone)
                 .cleanup_wait(cleanup_wait)
-                .metadata_endpoints(Some(metadata_host), Some(metadata_bridge));
+                .metadata_endpoints(Some(metadata_host), Some(metadata_bridge))
+                .relative_credentials(relative_credentials);
             if let Some(timeout) = stop_timeout {
                 builder = builder.stop_timeout(timeout);
             }
@@ -385,7 +388,10 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
     let shutdown = options.shutdown.clone();
     let app = server::app(engine.clone());
     let mut servers = tokio::task::JoinSet::new();
-    for listener in std::iter::once(listener).chain(bridge_listener) {
+    for listener in std::iter::once(listener)
+        .chain(bridge_listener)
+        .chain(link_local)
+    {
         let app = app.clone();
         let stop = shutdown.clone();
         servers.spawn(async move {
@@ -469,6 +475,38 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
 }
 
 /// Runs blocking work off the async threads.
+/// Where ECS tasks reach their agent's credentials endpoint:
+/// `http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, the only address besides
+/// loopback that the AWS SDKs fetch container credentials from over plain HTTP.
+pub const LINK_LOCAL_ENDPOINT: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2)), 80);
+
+/// The agent's server at [`LINK_LOCAL_ENDPOINT`], the address added to the task bridge; `None`
+/// (tasks then have only `AWS_CONTAINER_CREDENTIALS_FULL_URI`) when the address cannot be
+/// added or another agent of this host serves it already.
+async fn link_local_listener(network: &Network) -> Option<tokio::net::TcpListener> {
+    let added = {
+        let network = network.clone();
+        let address = match LINK_LOCAL_ENDPOINT.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => unreachable!("the endpoint is IPv4"),
+        };
+        blocking(move || network.add_host_address(address).map_err(Error::from)).await
+    };
+    if let Err(err) = added {
+        tracing::warn!(%err, "cannot serve credentials at {LINK_LOCAL_ENDPOINT}");
+        return None;
+    }
+    match tokio::net::TcpListener::bind(LINK_LOCAL_ENDPOINT).await {
+        Ok(listener) => Some(listener),
+        Err(err) => {
+            tracing::warn!(%err, "cannot serve credentials at {LINK_LOCAL_ENDPOINT}; \
+                tasks use AWS_CONTAINER_CREDENTIALS_FULL_URI");
+            None
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {

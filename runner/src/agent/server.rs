@@ -10,8 +10,10 @@
 //! ```
 //!
 //! A container's token (in its `ECS_CONTAINER_METADATA_URI_V4`) and a task's credentials id
-//! are random, so a container reaches only its own task's metadata. Credentials also need the
-//! task's `AWS_CONTAINER_AUTHORIZATION_TOKEN` in the `Authorization` header. Errors are JSON
+//! are random, so a container reaches only its own task's metadata. A credentials request that
+//! carries an `Authorization` header must carry the task's `AWS_CONTAINER_AUTHORIZATION_TOKEN`;
+//! one without (the AWS SDKs' requests to `169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`,
+//! as on ECS) is answered on the strength of the id, which only the task knows. Errors are JSON
 //! `{"code", "message"}` for the metadata and credentials endpoints, plain text for logs;
 //! internal details are logged, not returned.
 
@@ -179,17 +181,12 @@ async fn credentials(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    // With `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, as on ECS, the id is the secret and SDKs
+    // may send no Authorization; one that is sent must match.
     let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if authorization.is_empty() {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "NoAuthorizationToken",
-            "the request has no Authorization header: send AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        );
-    }
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .filter(|v| !v.is_empty());
     match engine.credentials(&id, authorization) {
         Some(credentials) => axum::Json(credentials).into_response(),
         None => json_error(

@@ -356,6 +356,20 @@ impl Network {
         self.config.subnet.gateway()
     }
 
+    /// Gives the host `address` as well, on the bridge (a /32): tasks reach it through their
+    /// default route, as ECS tasks reach their agent at `169.254.170.2`. Idempotent; the
+    /// address goes away with the bridge.
+    pub fn add_host_address(&self, address: Ipv4Addr) -> Result<(), Error> {
+        IP.run(&[
+            "addr",
+            "replace",
+            &format!("{address}/32"),
+            "dev",
+            self.bridge(),
+        ])?;
+        Ok(())
+    }
+
     /// The network's own state directory, `<state_dir>/<bridge>`.
     pub fn state_dir(&self) -> &Path {
         &self.config.dir

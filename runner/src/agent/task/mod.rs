@@ -200,6 +200,7 @@ pub struct TaskEngineBuilder {
     cleanup_wait: Duration,
     metadata_host: Option<SocketAddr>,
     metadata_bridge: Option<SocketAddr>,
+    relative_credentials: bool,
     cgroup_root: String,
 }
 
@@ -283,6 +284,14 @@ impl TaskEngineBuilder {
         self
     }
 
+    /// Whether the agent's server answers at [`crate::agent::LINK_LOCAL_ENDPOINT`], so that
+    /// containers also get `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, which the AWS SDKs read
+    /// first. Off by default.
+    pub fn relative_credentials(mut self, on: bool) -> Self {
+        self.relative_credentials = on;
+        self
+    }
+
     /// The cgroup, relative to this process's, under which each task gets
     /// `<cgroup root>/<task id>`. Default: [`DEFAULT_CGROUP_ROOT`].
     pub fn cgroup_root(mut self, root: impl Into<String>) -> Self {
@@ -337,6 +346,7 @@ impl TaskEngineBuilder {
                     cleanup_wait: self.cleanup_wait,
                     metadata_host: self.metadata_host,
                     metadata_bridge: self.metadata_bridge,
+                    relative_credentials: self.relative_credentials,
                     cgroup_root: self.cgroup_root,
                 },
                 sandbox,
@@ -410,6 +420,7 @@ pub(crate) struct Config {
     pub(crate) cleanup_wait: Duration,
     pub(crate) metadata_host: Option<SocketAddr>,
     pub(crate) metadata_bridge: Option<SocketAddr>,
+    pub(crate) relative_credentials: bool,
     pub(crate) cgroup_root: String,
 }
 
@@ -463,6 +474,7 @@ impl TaskEngine {
             cleanup_wait: DEFAULT_CLEANUP_WAIT,
             metadata_host: None,
             metadata_bridge: None,
+            relative_credentials: false,
             cgroup_root: DEFAULT_CGROUP_ROOT.to_owned(),
         }
     }
@@ -649,19 +661,18 @@ impl TaskEngine {
         None
     }
 
-    /// The credentials served under `id`, for a request that carried `authorization`; `None`
-    /// when no live task has them or the authorization does not match.
-    pub(crate) fn credentials(&self, id: &str, authorization: &str) -> Option<Credentials> {
+    /// The credentials served under `id`, for a request that carried `authorization` (if
+    /// any); `None` when no live task has them or the authorization does not match.
+    pub(crate) fn credentials(&self, id: &str, authorization: Option<&str>) -> Option<Credentials> {
         let tasks = self.inner.lock_tasks();
         for shared in tasks.values() {
             let state = shared.lock();
             if let Some(credentials) = state.credentials.as_ref() {
-                if credentials.id == id {
-                    return constant_time_eq(
-                        credentials.authorization.as_bytes(),
-                        authorization.as_bytes(),
-                    )
-                    .then(|| credentials.current());
+                if constant_time_eq(credentials.id.as_bytes(), id.as_bytes()) {
+                    let authorized = authorization.is_none_or(|given| {
+                        constant_time_eq(credentials.authorization.as_bytes(), given.as_bytes())
+                    });
+                    return authorized.then(|| credentials.current());
                 }
             }
         }

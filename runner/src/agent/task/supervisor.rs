@@ -311,6 +311,12 @@ impl Supervisor {
                     format!("http://{addr}/v4/{}", self.shared.tokens[i]),
                 ));
                 if let Some((id, authorization)) = &credentials {
+                    if self.engine.config.relative_credentials && mode != NetworkMode::None {
+                        agent_env.push((
+                            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".to_owned(),
+                            format!("/v2/credentials/{id}"),
+                        ));
+                    }
                     agent_env.push((
                         "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
                         format!("http://{addr}/v2/credentials/{id}"),
