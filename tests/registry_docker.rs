@@ -1,5 +1,6 @@
 //! `berth registry serve` against real clients: `docker push`, `docker pull`, `docker run`, and
-//! `skopeo inspect` and `skopeo copy`.
+//! `skopeo inspect` and `skopeo copy`; and, with token authentication on, `docker login` with
+//! a credential from `berth registry credential`, and skopeo with `--creds`.
 //!
 //! Needs docker.io (the daemon is started if it does not answer), skopeo and busybox-static.
 //! Without them the test fails and says to run `scripts/setup.sh`.
@@ -98,6 +99,131 @@ fn docker_push_pull_run_and_skopeo() {
         &format!("oci:{}:v", layout.display()),
     ]));
     assert!(layout.join("index.json").is_file());
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Runs `cmd` and returns its combined output, expecting it to fail.
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn docker_and_skopeo_log_in_to_a_registry_with_token_authentication() {
+    ensure_docker();
+    require_tool(SKOPEO, "skopeo");
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("registry.key");
+    let config = work.path().join("registry.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"auth": {"key_file": key, "service": "berth-test"}}).to_string(),
+    )
+    .unwrap();
+    // The key is the operator's: made here, read by the registry and by `credential`.
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {}",
+        key.display()
+    )));
+    let mut server = Server::start_with(
+        &work.path().join("registry"),
+        "127.0.0.1:0",
+        &["--config", config.to_str().unwrap()],
+    );
+    let credential = run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "registry",
+            "credential",
+            "--subject",
+            "ci",
+            "--allow",
+            "pull,push:team/*",
+        ])
+        .arg("--key")
+        .arg(&key))
+    .trim()
+    .to_owned();
+    let tar = busybox_rootfs_tar(work.path());
+    let unique = std::process::id();
+    let image = format!("{}/team/app:{unique}", server.addr);
+    let outside = format!("{}/other/app:{unique}", server.addr);
+    let _cleanup = DockerImages(vec![image.clone(), outside.clone()]);
+    let client_config = work.path().join("docker");
+    let docker = || {
+        let mut command = Command::new(DOCKER);
+        command.arg("--config").arg(&client_config);
+        command
+    };
+
+    // Anonymous: refused.
+    run(docker().arg("import").arg(&tar).arg(&image));
+    run(docker().args(["tag", &image, &outside]));
+    let refused = fails(docker().args(["push", &image]));
+    assert!(
+        refused.contains("unauthorized") || refused.contains("authentication required"),
+        "{refused}"
+    );
+
+    // docker login trades the credential at the token endpoint, then push and pull work
+    // within the credential's repositories only.
+    let mut login = docker()
+        .args(["login", &server.addr, "-u", "ci", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(credential.as_bytes())
+            .unwrap();
+    }
+    let login = login.wait_with_output().unwrap();
+    assert!(
+        login.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let pushed = run(docker().args(["push", &image]));
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let denied = fails(docker().args(["push", &outside]));
+    assert!(
+        denied.contains("denied") || denied.contains("unauthorized"),
+        "{denied}"
+    );
+    run(docker().args(["rmi", &image]));
+    run(docker().args(["pull", &image]));
+    let out = run(docker().args(["run", "--rm", &image, "/bin/busybox", "echo", "ok"]));
+    assert_eq!(out.trim(), "ok");
+
+    // skopeo with the same credential; without it, nothing.
+    let inspect = run(Command::new(SKOPEO).args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("ci:{credential}"),
+        &format!("docker://{image}"),
+    ]));
+    assert!(inspect.contains("\"Digest\""), "{inspect}");
+    fails(Command::new(SKOPEO).args([
+        "inspect",
+        "--tls-verify=false",
+        "--no-creds",
+        &format!("docker://{image}"),
+    ]));
 
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
