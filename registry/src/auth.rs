@@ -476,30 +476,38 @@ impl Policy {
     }
 
     /// Of `requested`, what the policy grants: the same resource with the allowed actions
-    /// only (possibly none). `*` asks for every action.
+    /// only (possibly none). `*` asks for every action. The catalog
+    /// (`registry:catalog:*`) is granted as `*`, as distribution's token servers grant it,
+    /// to a policy that allows `catalog` on it.
     pub fn grant(&self, requested: &Access) -> Access {
-        let wanted: Vec<&str> = if requested.actions.iter().any(|a| a == "*") {
-            ACTIONS.to_vec()
-        } else {
-            requested.actions.iter().map(String::as_str).collect()
+        let asks_all = requested.actions.iter().any(|a| a == "*");
+        let actions: Vec<String> = match (requested.kind.as_str(), requested.name.as_str()) {
+            ("registry", "catalog") => {
+                let asks = asks_all || requested.actions.iter().any(|a| a == "catalog");
+                if asks && self.allows("catalog", "catalog") {
+                    vec!["*".to_owned()]
+                } else {
+                    Vec::new()
+                }
+            }
+            ("repository", name) => {
+                let wanted: Vec<&str> = if asks_all {
+                    ACTIONS
+                        .iter()
+                        .copied()
+                        .filter(|a| *a != "catalog")
+                        .collect()
+                } else {
+                    requested.actions.iter().map(String::as_str).collect()
+                };
+                wanted
+                    .into_iter()
+                    .filter(|action| *action != "catalog" && self.allows(name, action))
+                    .map(str::to_owned)
+                    .collect()
+            }
+            _ => Vec::new(),
         };
-        let resource_matches = match requested.kind.as_str() {
-            "repository" => true,
-            "registry" => requested.name == "catalog",
-            _ => false,
-        };
-        let actions = wanted
-            .into_iter()
-            .filter(|action| {
-                resource_matches
-                    && match requested.kind.as_str() {
-                        "registry" => *action == "*" || *action == "catalog",
-                        _ => *action != "catalog",
-                    }
-                    && self.allows(&requested.name, action)
-            })
-            .map(str::to_owned)
-            .collect();
         Access {
             kind: requested.kind.clone(),
             name: requested.name.clone(),
@@ -678,7 +686,13 @@ mod tests {
         let catalog = Access::parse_scope("registry:catalog:*").unwrap();
         assert!(policy.grant(&catalog).actions.is_empty());
         let admin = Policy::allow(&["*"], &["*"]);
-        assert_eq!(admin.grant(&catalog).actions, ["catalog"]);
+        assert_eq!(admin.grant(&catalog).actions, ["*"]);
+        let lister = Policy::allow(&["catalog"], &["*"]);
+        assert_eq!(lister.grant(&catalog).actions, ["*"]);
+        assert!(
+            lister.grant(&asked).actions.is_empty(),
+            "catalog is no repository action"
+        );
         let everything = Access::parse_scope("repository:x:*").unwrap();
         assert_eq!(admin.grant(&everything).actions, ["pull", "push", "delete"]);
     }

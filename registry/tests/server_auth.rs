@@ -434,6 +434,31 @@ async fn a_mount_from_a_repository_the_token_cannot_read_becomes_an_upload() {
         .unwrap();
     assert_eq!(head.status(), 404, "the blob did not leak into mine/dst");
 
+    // The catalog needs registry:catalog:*, which the admin credential grants.
+    let (_, answer) = registry.token(&admin, &["registry:catalog:*"]).await;
+    let catalog = registry
+        .http
+        .get(registry.url("/v2/_catalog"))
+        .bearer_auth(answer["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(catalog.status(), 200);
+    let listed: Value = catalog.json().await.unwrap();
+    assert_eq!(listed["repositories"], serde_json::json!(["secret/src"]));
+    let catalog = registry
+        .http
+        .get(registry.url("/v2/_catalog"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.status(),
+        401,
+        "the mounter may not list repositories"
+    );
+
     // With pull rights on the source, the same mount links the blob.
     let (_, answer) = registry
         .token(
