@@ -364,6 +364,46 @@ fn http_get(addr: SocketAddr, path: &str, deadline: Instant) -> String {
 // The task engine
 
 #[test]
+fn an_oom_killed_container_gets_ecs_out_of_memory_reason() {
+    let fx = Fixture::new(15);
+    let task = fx.start(
+        definition(
+            r#"{"family": "oom", "networkMode": "none",
+                "containerDefinitions": [
+                  {"name": "hog", "image": "localhost/berth-test/busybox:1", "memory": 16,
+                   "dependsOn": [{"containerName": "side", "condition": "START"}],
+                   "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]},
+                  {"name": "side", "image": "localhost/berth-test/busybox:1", "memory": 16,
+                   "essential": false, "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]}
+                ]}"#,
+        ),
+        LaunchType::Ec2,
+    );
+    let stopped = task.wait_stopped(STEP).unwrap();
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    let hog = stopped.container("hog").unwrap();
+    assert_eq!(hog.exit_code, Some(137), "{}", log_of(&task, "hog"));
+    assert_eq!(
+        hog.reason.as_deref(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+    assert_eq!(hog.last_status, ContainerStatus::Stopped);
+    // The container the task's stop ended normally has no reason.
+    let side = stopped.container("side").unwrap();
+    assert_eq!(side.exit_code, Some(0));
+    assert_eq!(side.reason, None);
+    let report = task.report();
+    assert_eq!(
+        report.container("hog").unwrap().reason.as_deref(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+}
+
+#[test]
 fn an_essential_container_exit_stops_the_task_and_a_non_essential_one_does_not() {
     let fx = Fixture::new(1);
     let task = fx.start(
@@ -585,7 +625,7 @@ fn stop_sends_sigterm_then_sigkill_after_the_stop_timeout() {
                 "containerDefinitions": [
                   {{"name": "graceful", "image": "localhost/berth-test/busybox:1", "memory": 64,
                     "mountPoints": [{{"sourceVolume": "data", "containerPath": "/data"}}],
-                    "command": ["sh", "-c", "trap 'echo got-term > /data/term; exit 0' TERM; while :; do sleep 1 & wait $!; done"]}},
+                    "command": ["sh", "-c", "trap 'echo got-term > /data/term; exit 0' TERM; touch /data/ready; while :; do sleep 1 & wait $!; done"]}},
                   {{"name": "stubborn", "image": "localhost/berth-test/busybox:1", "memory": 64,
                     "stopTimeout": 2,
                     "command": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}}
@@ -598,6 +638,15 @@ fn stop_sends_sigterm_then_sigkill_after_the_stop_timeout() {
         t.last_status == TaskStatus::Running
     })
     .unwrap();
+    // SIGTERM before the shell has set its trap would be ignored (it is PID 1): wait for it.
+    let deadline = Instant::now() + STEP;
+    while !host.join("ready").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the graceful container never set its trap"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let asked = Instant::now();
     task.stop(StopCode::UserInitiated, "Task stopped by user");
     let stopped = task.wait_stopped(STEP).unwrap();
@@ -1217,6 +1266,8 @@ fn the_agent_registers_runs_its_assignments_reports_and_survives_a_control_plane
     options.memory = Some(4096);
     options.attributes.insert("stack".into(), "test".into());
     options.stop_timeout = Some(Duration::from_secs(5));
+    // 169.254.170.2:80 is the metadata test's while the suite runs in parallel.
+    options.link_local = false;
     let shutdown = options.shutdown.clone();
     let agent = runtime.spawn(berth_runner::agent::run(options));
 

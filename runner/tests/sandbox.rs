@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_runner::sandbox::{
-    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH_ENV, Error, Mount, MountStubs, NOFILE_LIMIT,
-    Network, Output, ProcessSpec, RootfsSpec, RunSpec, Sandbox, Stream, mounts_under,
+    CancelToken, DEFAULT_HOSTNAME, DEFAULT_PATH_ENV, Error, MIB, Mount, MountStubs, NOFILE_LIMIT,
+    Network, Output, ProcessSpec, Resources, RootfsSpec, RunSpec, Sandbox, Stream, mounts_under,
 };
 use tempfile::TempDir;
 
@@ -256,6 +256,66 @@ fn killed_process_reports_128_plus_signal() {
         f.run(&spec)
     });
     assert_eq!(out.status.code(), 137);
+    assert!(!out.status.oom_killed(), "a SIGKILL is not an OOM kill");
+    f.assert_no_leftovers();
+}
+
+#[test]
+fn an_oom_killed_container_is_reported_and_other_exits_are_not() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    let limited = |args: &[&str]| {
+        let mut spec = RunSpec::new(
+            RootfsSpec::Dir(rootfs.clone()),
+            ProcessSpec::new(args.iter().copied()),
+        );
+        spec.resources = Some(Resources {
+            memory_limit: Some(16 * MIB),
+            ..Resources::default()
+        });
+        spec
+    };
+
+    // dd's 64 MiB buffer does not fit in 16 MiB: the kernel kills it.
+    let out = f.run(&limited(&[
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]));
+    assert_eq!(out.status.code(), 137, "{}", text(&out.stderr));
+    assert!(out.status.oom_killed(), "{}", out.status);
+    assert_eq!(out.status.to_string(), "exit code: 137, OOM-killed");
+    f.assert_no_leftovers();
+
+    // Within the limit: a normal exit, failing or not.
+    let out = f.run(&limited(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=1M count=4 && exit 5",
+    ]));
+    assert_eq!(out.status.code(), 5, "{}", text(&out.stderr));
+    assert!(!out.status.oom_killed());
+
+    // Killed from outside with the signal the OOM killer uses.
+    let spec = limited(&["sleep", "4712"]);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(pid) = find_process(&["sleep", "4712"]) {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        f.run(&spec)
+    });
+    assert_eq!(out.status.code(), 137);
+    assert!(!out.status.oom_killed(), "{}", out.status);
     f.assert_no_leftovers();
 }
 

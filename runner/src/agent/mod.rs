@@ -184,6 +184,9 @@ pub struct AgentOptions {
     pub stop_timeout: Option<Duration>,
     /// How long STOPPED tasks (and their logs) are kept: one hour.
     pub cleanup_wait: Duration,
+    /// Whether to serve credentials at [`LINK_LOCAL_ENDPOINT`] too (on by default; one agent
+    /// per network namespace can).
+    pub link_local: bool,
     /// Cancel it to stop the agent.
     pub shutdown: CancellationToken,
 }
@@ -206,6 +209,7 @@ impl AgentOptions {
             network: NetworkOptions::default(),
             stop_timeout: None,
             cleanup_wait: task::DEFAULT_CLEANUP_WAIT,
+            link_local: true,
             shutdown: CancellationToken::new(),
         }
     }
@@ -330,7 +334,11 @@ pub async fn run(options: AgentOptions) -> Result<(), Error> {
         (local, bound, Some(bridge))
     };
     tracing::info!(address = %local, bridge = %metadata_bridge, "agent server listening");
-    let link_local = link_local_listener(&network).await;
+    let link_local = if options.link_local {
+        link_local_listener(&network).await
+    } else {
+        None
+    };
     let relative_credentials = link_local.is_some();
 
     let engine = {

@@ -14,6 +14,9 @@
 //! own keeps its containers inside it). Both cgroup v1 (one hierarchy per controller, as on the
 //! hybrid hosts these tests run on) and the unified v2 hierarchy are handled; on v2 the
 //! controllers are enabled in `cgroup.subtree_control` on the way down, as runc does.
+//!
+//! [`oom_kills`] reads a container's own memory cgroup, found the same way from its
+//! `cgroupsPath`: how many of its processes the kernel's OOM killer has killed.
 
 use std::fs;
 use std::io;
@@ -24,6 +27,10 @@ use super::error::Error;
 use super::mount::unescape_mountinfo;
 use super::resources::{Resources, shares_to_weight};
 
+/// The v1 memory controller's file with the `oom_kill` counter (kernel 4.13 and later).
+const V1_OOM_CONTROL: &str = "memory.oom_control";
+/// The v2 file with the `oom_kill` counter.
+const V2_MEMORY_EVENTS: &str = "memory.events";
 /// Where this process's mounts are listed.
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// Where this process's cgroups are listed, one line per hierarchy.
@@ -396,6 +403,69 @@ fn remove_tree(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// How many processes in the cgroup `path` the kernel's OOM killer has killed: the `oom_kill`
+/// counter of its memory cgroup (v1 `memory.oom_control`, v2 `memory.events`), which counts a
+/// kill in the cgroup of the process killed, whichever limit was reached. `path` is a
+/// container's `cgroupsPath`, or its id when it has none (runc's default is the id, relative).
+/// `None` when the cgroup or the counter cannot be read: no memory controller is mounted, the
+/// cgroup is gone (the runtime deletes it with the container), or the kernel is older than
+/// 4.13.
+pub(crate) fn oom_kills(path: &str) -> Option<u64> {
+    let hierarchies = match hierarchies() {
+        Ok(hierarchies) => hierarchies,
+        Err(err) => {
+            tracing::debug!(%err, "cannot list the cgroup hierarchies");
+            return None;
+        }
+    };
+    oom_counter_files(&hierarchies, path)
+        .iter()
+        .find_map(|file| parse_oom_kill(&fs::read_to_string(file).ok()?))
+}
+
+/// The files that may hold the `oom_kill` counter of the cgroup `path`, most likely first: in
+/// the v1 memory hierarchy when there is one (hybrid hosts), else in the unified one. On v2
+/// runc puts a relative path under the parent of its own cgroup rather than under its own
+/// (which holds processes, and so cannot have controllers enabled below it): both are given.
+pub(crate) fn oom_counter_files(hierarchies: &[Hierarchy], path: &str) -> Vec<PathBuf> {
+    if let Some(memory) = hierarchies.iter().find(|h| !h.unified && h.has("memory")) {
+        return vec![memory.dir(path).join(V1_OOM_CONTROL)];
+    }
+    if !hierarchies.iter().all(|h| h.unified) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for unified in hierarchies {
+        let dir = unified.dir(path);
+        if !out.contains(&dir) {
+            out.push(dir);
+        }
+        if !path.starts_with('/') {
+            let parent = unified
+                .mount
+                .join(unified.own.parent().unwrap_or(Path::new("")))
+                .join(path);
+            if !out.contains(&parent) {
+                out.push(parent);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|dir| dir.join(V2_MEMORY_EVENTS))
+        .collect()
+}
+
+/// The value of the `oom_kill` line of `memory.oom_control` or `memory.events`.
+pub(crate) fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next()) {
+            (Some("oom_kill"), Some(value)) => value.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +578,51 @@ mod tests {
                 ("pids.max", "100")
             ])
         );
+    }
+
+    #[test]
+    fn oom_counters_are_read_from_the_memory_hierarchy() {
+        let hs = parse_hierarchies(HYBRID_MOUNTINFO, HYBRID_CGROUP);
+        assert_eq!(
+            oom_counter_files(&hs, "berth/t1/web"),
+            [Path::new(
+                "/sys/fs/cgroup/memory/agent/a1/berth/t1/web/memory.oom_control"
+            )]
+        );
+        assert_eq!(
+            oom_counter_files(&hs, "/berth/t1/web"),
+            [Path::new(
+                "/sys/fs/cgroup/memory/berth/t1/web/memory.oom_control"
+            )]
+        );
+        let v2 = parse_hierarchies(
+            "40 30 0:35 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/system.slice/berth.service\n",
+        );
+        assert_eq!(
+            oom_counter_files(&v2, "berth/t1/web"),
+            [
+                "/sys/fs/cgroup/system.slice/berth.service/berth/t1/web/memory.events",
+                "/sys/fs/cgroup/system.slice/berth/t1/web/memory.events",
+            ]
+            .map(Path::new)
+        );
+        assert_eq!(
+            oom_counter_files(&v2, "/berth/t1/web"),
+            [Path::new("/sys/fs/cgroup/berth/t1/web/memory.events")]
+        );
+        // Hybrid without a memory hierarchy: the unified one has no controllers.
+        let no_memory: Vec<Hierarchy> = hs.into_iter().filter(|h| !h.has("memory")).collect();
+        assert!(oom_counter_files(&no_memory, "web").is_empty());
+    }
+
+    #[test]
+    fn oom_kill_lines() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(parse_oom_kill(v1), Some(2));
+        let v2 = "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kill(v2), Some(1));
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\n"), None);
     }
 
     #[test]

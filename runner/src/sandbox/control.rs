@@ -36,9 +36,7 @@ pub(crate) const START_TICK: Duration = Duration::from_millis(10);
 /// container has exited, so that it can report that rather than the runtime's message.
 const SETTLE: Duration = Duration::from_millis(500);
 /// The status of a container the sandbox itself killed while cleaning up after a failure.
-const KILLED: ExitStatus = ExitStatus {
-    code: 128 + libc::SIGKILL,
-};
+const KILLED: ExitStatus = ExitStatus::from_code(128 + libc::SIGKILL);
 
 /// Where a container is in its life, as its [`ContainerControl`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -619,11 +617,11 @@ mod tests {
         let err = control.wait_exited(Duration::from_millis(10)).unwrap_err();
         assert_eq!(err.to_string(), "container c1 did not exit within 10ms");
 
-        attachment.ended(Some(ExitStatus { code: 3 }));
+        attachment.ended(Some(ExitStatus::from_code(3)));
         // Exited, but not cleaned up yet: waiting for the exit still waits.
         assert_eq!(
             control.state(),
-            ContainerState::Exited(ExitStatus { code: 3 })
+            ContainerState::Exited(ExitStatus::from_code(3))
         );
         assert!(control.wait_exited(Duration::from_millis(10)).is_err());
         let err = control.pid().unwrap_err();
@@ -699,7 +697,7 @@ mod tests {
         let attachment = Attachment::attach(&control, "c1").unwrap();
         attachment.started(target("c1"), 7);
         let (busy, _, _) = control.begin().unwrap();
-        attachment.ended(Some(ExitStatus { code: 0 }));
+        attachment.ended(Some(ExitStatus::from_code(0)));
         // No new operation starts once the container has exited.
         assert!(matches!(control.begin(), Err(Error::NotRunning { .. })));
         let start = Instant::now();

@@ -43,10 +43,13 @@
 //!    `mounts/<n>`; [`Mount::File`]: a file on a tmpfs of the run's own, `files/`), writes
 //!    `config.json` (below) and notes which mount destinations are missing, since the runtime
 //!    will create stubs for them;
-//! 4. runs `<runtime> --root <state>/runc run --bundle <state> <id>`, streaming stdout and
-//!    stderr to the caller as they arrive (with a [`ContainerControl`], also `--pid-file
-//!    <state>/init.pid`, which tells it when the container has started);
-//! 5. cleans up, whatever happened: kills and deletes the container if it is still there, removes
+//! 4. runs `<runtime> --root <state>/runc run --keep --bundle <state> <id>`, streaming stdout
+//!    and stderr to the caller as they arrive (with a [`ContainerControl`], also `--pid-file
+//!    <state>/init.pid`, which tells it when the container has started). `--keep` leaves the
+//!    exited container and its cgroup in place, so that once the process has exited the
+//!    sandbox reads the `oom_kill` counter of the container's memory cgroup
+//!    ([`ExitStatus::oom_killed`]) before anything deletes it;
+//! 5. cleans up, whatever happened: kills and deletes the container (and so its cgroup), removes
 //!    the mount stubs the runtime created (and the directories overlayfs copied up for them),
 //!    unmounts the overlay and the caller's overlays and tmpfs, and removes the state directory.
 //!    A guard does the same when the caller's output callback panics.
@@ -82,7 +85,7 @@
 //!   full, random, urandom, tty, ptmx, pts), as containerd's default spec does;
 //! - resources: [`RunSpec::resources`] as `linux.resources.{cpu,memory,pids}` (none by default);
 //! - cgroups path: `<`[`RunSpec::cgroup_parent`]`>/<id>` when a parent is given, else none (the
-//!   runtime's default, `/<id>`);
+//!   runtime's default: runc's cgroupfs driver takes the id, relative to its own cgroup);
 //! - hostname: [`DEFAULT_HOSTNAME`] unless the run or the sandbox names another; no seccomp and
 //!   no AppArmor profile.
 //!
@@ -105,6 +108,10 @@
 //!   `cgroupsPath`; cgroup v1 hierarchies (hybrid hosts) and the unified v2 one are handled;
 //! - [`Mount::Bind`] (read-only or not) for volumes and [`Mount::Tmpfs`], and
 //!   [`RunSpec::hostname`]; the output callback for the container's logs.
+//!
+//! The [`ExitStatus`] (returned, and in [`ContainerState::Exited`]) carries the exit code and
+//! [`ExitStatus::oom_killed`], Docker's `State.OOMKilled`, from which the task runner gives
+//! the container ECS's `OutOfMemoryError` reason.
 //!
 //! The runtime process of a run is killed if the thread that started it dies; the container
 //! itself is not (the runtime has no such option), which is why the sweep below exists.
@@ -191,7 +198,7 @@ pub struct SandboxBuilder {
 
 impl SandboxBuilder {
     /// The OCI runtime: a path, or a name looked up on `PATH`. Default: [`DEFAULT_RUNTIME`].
-    /// Any runtime with runc's command line (`--root`, `--log`, `run --bundle`, `kill`,
+    /// Any runtime with runc's command line (`--root`, `--log`, `run --keep --bundle`, `kill`,
     /// `delete --force`) will do.
     pub fn runtime(mut self, runtime: impl Into<PathBuf>) -> Self {
         self.runtime = Some(runtime.into());
@@ -260,8 +267,8 @@ impl Sandbox {
 
     /// Runs `spec` to completion, handing its output to `on_output` as it arrives.
     ///
-    /// Returns the process's exit code, non-zero included: a failing command is a result, not
-    /// an error. Errors are the sandbox's own failures (a runtime that cannot start the
+    /// Returns the process's exit code, non-zero included, and whether the kernel's OOM killer
+    /// killed a process of the container: a failing command is a result, not an error. Errors are the sandbox's own failures (a runtime that cannot start the
     /// container, an unknown user, a mount that fails, ...) and cancellation. The calling thread
     /// is blocked until the run is over and cleaned up.
     pub fn run(
@@ -349,7 +356,7 @@ pub struct RunSpec {
     /// The cgroup the container's own cgroup is made in: `linux.cgroupsPath` is
     /// `<parent>/<container id>`, so that a task's containers sit under one parent (see
     /// [`Sandbox::create_cgroup`] for the path's form and for limits on the parent). Default:
-    /// the runtime's (`/<container id>`).
+    /// the runtime's (runc's: the container id, relative to the runtime's own cgroup).
     pub cgroup_parent: Option<String>,
     /// Rlimits of the process, as ECS's `ulimits`. Each replaces the sandbox's default for the
     /// same limit (only `nofile` has one, [`NOFILE_LIMIT`]); the others are inherited from the
@@ -576,9 +583,18 @@ pub enum Stream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     code: i32,
+    oom_killed: bool,
 }
 
 impl ExitStatus {
+    /// A status with exit code `code`, not OOM-killed.
+    pub(crate) const fn from_code(code: i32) -> ExitStatus {
+        ExitStatus {
+            code,
+            oom_killed: false,
+        }
+    }
+
     /// The exit code; a process killed by signal `n` gives `128 + n`, as a shell reports it.
     pub fn code(&self) -> i32 {
         self.code
@@ -588,11 +604,26 @@ impl ExitStatus {
     pub fn success(&self) -> bool {
         self.code == 0
     }
+
+    /// Whether the kernel's OOM killer killed a process of the container during the run, as
+    /// Docker's `State.OOMKilled` says (usually the init itself, which then exits with 137).
+    /// It is the `oom_kill` counter of the container's own memory cgroup (cgroup v1
+    /// `memory.oom_control`, v2 `memory.events`), read after the process has exited and before
+    /// the container is deleted: whichever limit was reached (the container's, its cgroup
+    /// parent's, the host's), the kill is counted in the cgroup of the process killed. False
+    /// when the counter cannot be read (kernels before 4.13 have none on v1).
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed
+    }
 }
 
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code: {}", self.code)
+        write!(f, "exit code: {}", self.code)?;
+        if self.oom_killed {
+            write!(f, ", OOM-killed")?;
+        }
+        Ok(())
     }
 }
 

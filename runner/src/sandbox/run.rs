@@ -553,15 +553,28 @@ impl<'a> Run<'a> {
         )?;
         // A container that started and exited between two looks has still started.
         look_for_start();
+        let mut status = ended.status;
+        if !ended.cancelled {
+            // The runtime ran with `--keep`: the container's cgroup is still there.
+            let cgroup = spec
+                .cgroup_parent
+                .as_ref()
+                .map_or_else(|| id.clone(), |parent| format!("{parent}/{id}"));
+            match cgroup::oom_kills(&cgroup) {
+                Some(kills) => status.oom_killed = kills > 0,
+                None => tracing::debug!(container = %id, %cgroup,
+                    "cannot read the container's OOM kill counter"),
+            }
+        }
         if let Some(attachment) = attachment {
-            attachment.ended(Some(ended.status));
+            attachment.ended(Some(status));
         }
         self.child = None;
 
         if ended.cancelled {
             return Err(Error::Cancelled);
         }
-        if !ended.status.success() {
+        if !status.success() {
             let errors = runtime::logged_errors(&log);
             if !errors.is_empty() {
                 return Err(Error::Runtime {
@@ -571,7 +584,7 @@ impl<'a> Run<'a> {
                 });
             }
         }
-        Ok(ended.status)
+        Ok(status)
     }
 
     /// Makes what the caller's mounts need on the host, and returns them as the runtime takes

@@ -62,8 +62,10 @@ impl Runtime {
         cmd
     }
 
-    /// Starts `runtime run` for the bundle at `bundle`, its output on pipes. With `pid_file`,
-    /// the runtime writes the container's init pid there once the container is started.
+    /// Starts `runtime run --keep` for the bundle at `bundle`, its output on pipes. With
+    /// `pid_file`, the runtime writes the container's init pid there once the container is
+    /// started. `--keep` leaves the exited container, and its cgroup, for the caller to read
+    /// and then delete (`delete --force`); without it the runtime deletes them as it exits.
     ///
     /// The runtime gets a process group of its own, so that a terminal's Ctrl-C reaches the
     /// caller (which cancels the run and cleans up) rather than the container; and it is killed
@@ -83,6 +85,7 @@ impl Runtime {
             .arg("--log-format")
             .arg("json")
             .arg("run")
+            .arg("--keep")
             .arg("--bundle")
             .arg(bundle);
         if let Some(pid_file) = pid_file {
@@ -225,7 +228,7 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
         (None, Some(signal)) => 128 + signal,
         (None, None) => 255,
     };
-    ExitStatus { code }
+    ExitStatus::from_code(code)
 }
 
 /// Forwards the runtime's stdout and stderr to `on_output` as they arrive, until it exits.

@@ -29,6 +29,9 @@ use berth_registry::client::Credential;
 
 /// The reason ECS gives a task whose essential container exited.
 pub(crate) const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+/// The reason ECS gives a container the kernel's OOM killer killed (Docker's
+/// `State.OOMKilled`), whatever its exit code.
+pub(crate) const OUT_OF_MEMORY: &str = "OutOfMemoryError: Container killed due to memory usage";
 /// How long the supervisor sleeps when nothing is due: a safety net for a lost wake-up.
 const IDLE: Duration = Duration::from_secs(5);
 /// How long a container thread waits for its container to start.
@@ -630,11 +633,11 @@ impl Supervisor {
                 let result = sandbox.run(&plan.spec, &mut |_, bytes| writer.write(bytes));
                 drop(writer);
                 let outcome = match result {
-                    Ok(status) => Ok(status.code()),
+                    Ok(status) => Ok(status),
                     Err(err) => match run_control.state() {
                         ContainerState::Exited(status) => {
                             tracing::warn!(task = %shared.arn, %err, "container run ended with an error");
-                            Ok(status.code())
+                            Ok(status)
                         }
                         _ => Err(format!("CannotStartContainerError: {err}")),
                     },
@@ -642,7 +645,8 @@ impl Supervisor {
                 let mut state = shared.lock();
                 let now = Timestamp::now();
                 match outcome {
-                    Ok(code) => {
+                    Ok(status) => {
+                        let code = status.code();
                         let runtime = &mut state.containers[i];
                         runtime.started_at.get_or_insert(now);
                         runtime.finished_at = Some(now);
@@ -650,7 +654,12 @@ impl Supervisor {
                         let container = &mut state.task.containers[i];
                         container.last_status = ContainerStatus::Stopped;
                         container.exit_code = Some(code);
-                        tracing::info!(task = %shared.arn, container = %container.name, code, "container exited");
+                        if status.oom_killed() {
+                            // As the ECS agent does when Docker reports `OOMKilled`.
+                            container.reason = Some(OUT_OF_MEMORY.to_owned());
+                        }
+                        tracing::info!(task = %shared.arn, container = %container.name, code,
+                            oom_killed = status.oom_killed(), "container exited");
                     }
                     Err(reason) => {
                         tracing::warn!(task = %shared.arn, %reason, "container did not start");
