@@ -39,8 +39,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use berth_conformance::corpus::{self, Case, Corpus, DockerBuild, Expect};
@@ -408,6 +408,21 @@ impl BuildOptions {
     }
 }
 
+/// Holds docker's tag `tag` for the caller. Both halves of the suite, which run at once, build
+/// a case's docker image under the same tag, and [`docker_build`] removes the image the tag
+/// named before by id: were the other half to do that between one half's build and its use of
+/// the tag, the tag would be gone.
+fn hold_tag(tag: &str) -> MutexGuard<'static, ()> {
+    static TAGS: OnceLock<Mutex<BTreeMap<String, &'static Mutex<()>>>> = OnceLock::new();
+    let lock: &'static Mutex<()> = TAGS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(tag.to_owned())
+        .or_insert_with(|| Box::leak(Box::new(Mutex::new(()))));
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// `docker build` of `dockerfile` tagged `tag`. The image the tag named before, now untagged,
 /// is removed, so that runs do not pile up dangling images.
 fn docker_build(
@@ -661,6 +676,7 @@ fn check_docker(harness: &Harness, case: &Case) -> Result<String, String> {
     let dockerfile = docker_dockerfile(harness, case, &context)?;
     let mut options = BuildOptions::for_case(harness, case);
     let tag = format!("{REPOSITORY}:{}-docker", case.name);
+    let _held = hold_tag(&tag);
     let first = docker_build(&harness.docker, &dockerfile, &context, &tag, &options);
     let cached = clock.elapsed();
     if case.expect == Expect::Failure {
@@ -837,6 +853,7 @@ fn check_berth(harness: &Harness, berth: &Path, case: &Case) -> Result<String, S
 
     // Docker's reference image, from the cache the docker half left.
     let reference_tag = format!("{REPOSITORY}:{}-docker", case.name);
+    let held = hold_tag(&reference_tag);
     let reference_dockerfile = docker_dockerfile(harness, case, &context)?;
     let output = docker_build(
         &harness.docker,
@@ -849,6 +866,7 @@ fn check_berth(harness: &Harness, berth: &Path, case: &Case) -> Result<String, S
         return Err(format!("docker build: {}", tail(&output)));
     }
     let reference = docker_image(harness, &reference_tag, dir.path())?;
+    drop(held);
 
     let mut report = String::new();
     let mut used = vec![false; case.allow.len()];
