@@ -162,20 +162,13 @@ impl TokenKey {
         policy: &Policy,
         lifetime: Duration,
     ) -> IssuedCredential {
-        let now = unix_now();
         let claims = CredentialClaims {
-            iss: ISSUER.to_owned(),
-            sub: subject.to_owned(),
-            aud: CREDENTIAL_AUDIENCE.to_owned(),
-            exp: now + lifetime.as_secs(),
-            nbf: now,
-            iat: now,
-            jti: random_id(),
+            registered: Registered::new(subject, CREDENTIAL_AUDIENCE, lifetime),
             policy: policy.clone(),
         };
         IssuedCredential {
             token: self.sign(&claims),
-            expires_at: claims.exp,
+            expires_at: claims.registered.exp,
         }
     }
 
@@ -192,20 +185,13 @@ impl TokenKey {
         access: Vec<Access>,
         lifetime: Duration,
     ) -> IssuedCredential {
-        let now = unix_now();
         let claims = AccessClaims {
-            iss: ISSUER.to_owned(),
-            sub: subject.to_owned(),
-            aud: service.to_owned(),
-            exp: now + lifetime.as_secs(),
-            nbf: now,
-            iat: now,
-            jti: random_id(),
+            registered: Registered::new(subject, service, lifetime),
             access,
         };
         IssuedCredential {
             token: self.sign(&claims),
-            expires_at: claims.exp,
+            expires_at: claims.registered.exp,
         }
     }
 
@@ -253,17 +239,45 @@ pub struct IssuedCredential {
     pub expires_at: u64,
 }
 
+/// The registered claims (RFC 7519) of both kinds of token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// [`ISSUER`].
+    pub iss: String,
+    /// Who the token is for: a role ARN, a job name.
+    pub sub: String,
+    /// [`CREDENTIAL_AUDIENCE`], or the registry's service for an access token.
+    pub aud: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// A random id.
+    pub jti: String,
+}
+
+impl Registered {
+    fn new(subject: &str, audience: &str, lifetime: Duration) -> Registered {
+        let now = unix_now();
+        Registered {
+            iss: ISSUER.to_owned(),
+            sub: subject.to_owned(),
+            aud: audience.to_owned(),
+            exp: now + lifetime.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: random_id(),
+        }
+    }
+}
+
 /// What a credential carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialClaims {
-    pub iss: String,
-    /// Who the credential is for: a role ARN, a job name.
-    pub sub: String,
-    pub aud: String,
-    pub exp: u64,
-    pub nbf: u64,
-    pub iat: u64,
-    pub jti: String,
+    #[serde(flatten)]
+    pub registered: Registered,
     /// What the subject may do.
     pub policy: Policy,
 }
@@ -271,13 +285,8 @@ pub struct CredentialClaims {
 /// What an access token carries (`auth-jwt.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub exp: u64,
-    pub nbf: u64,
-    pub iat: u64,
-    pub jti: String,
+    #[serde(flatten)]
+    pub registered: Registered,
     /// The granted resources and actions.
     #[serde(default)]
     pub access: Vec<Access>,
@@ -703,7 +712,7 @@ mod tests {
         let policy = Policy::allow(&["pull"], &["app/*"]);
         let credential = key.issue_credential("role/app", &policy, Duration::from_secs(600));
         let claims = key.verify_credential(&credential.token).unwrap();
-        assert_eq!(claims.sub, "role/app");
+        assert_eq!(claims.registered.sub, "role/app");
         assert_eq!(claims.policy, policy);
 
         let other = TokenKey::from_bytes(vec![8; 32]).unwrap();
@@ -725,14 +734,12 @@ mod tests {
         assert!(key.verify_access_token(&token.token, "another").is_err());
         assert!(key.verify_credential(&token.token).is_err());
 
+        let mut old = Registered::new("old", CREDENTIAL_AUDIENCE, Duration::ZERO);
+        old.exp -= 3600;
+        old.nbf -= 7200;
+        old.iat -= 7200;
         let expired = key.sign(&CredentialClaims {
-            iss: ISSUER.into(),
-            sub: "old".into(),
-            aud: CREDENTIAL_AUDIENCE.into(),
-            exp: unix_now() - 3600,
-            nbf: unix_now() - 7200,
-            iat: unix_now() - 7200,
-            jti: "x".into(),
+            registered: old,
             policy: Policy::default(),
         });
         let err = key.verify_credential(&expired).unwrap_err().to_string();

@@ -172,7 +172,7 @@ async fn tokens_grant_only_what_the_credential_allows() {
         .key
         .verify_access_token(&token, "test-registry")
         .unwrap();
-    assert_eq!(claims.sub, "tester");
+    assert_eq!(claims.registered.sub, "tester");
     assert_eq!(
         claims.access.len(),
         1,

@@ -114,7 +114,7 @@ impl TokenAuth {
                 .iter()
                 .all(|action| claims.allows(&needed.kind, &needed.name, action));
             if !granted {
-                tracing::debug!(subject = %claims.sub, scope = %needed.scope(), "insufficient scope");
+                tracing::debug!(subject = %claims.registered.sub, scope = %needed.scope(), "insufficient scope");
                 return Err(challenge(Some("insufficient_scope")));
             }
         }
@@ -192,14 +192,17 @@ impl TokenAuth {
             }
         }
         tracing::info!(
-            subject = %claims.sub,
+            subject = %claims.registered.sub,
             requested = %scopes.join(" "),
             granted = %access.iter().map(Access::scope).collect::<Vec<_>>().join(" "),
             "token issued"
         );
-        let issued = self
-            .key
-            .issue_access_token(&claims.sub, &self.service, access, self.lifetime);
+        let issued = self.key.issue_access_token(
+            &claims.registered.sub,
+            &self.service,
+            access,
+            self.lifetime,
+        );
         Ok(TokenAnswer {
             token: issued.token,
             expires_in: self.lifetime.as_secs(),

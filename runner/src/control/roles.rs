@@ -169,7 +169,7 @@ mod tests {
             "only execution credentials name registries"
         );
         let claims = key.verify_credential(&web.session_token).unwrap();
-        assert_eq!(claims.sub, "arn:aws:iam::000000000000:role/web");
+        assert_eq!(claims.registered.sub, "arn:aws:iam::000000000000:role/web");
         assert!(claims.policy.allows("app/x", "pull"));
         assert!(!claims.policy.allows("app/x", "push"));
         let left = web.expiration.saturating_duration_since(Timestamp::now());
