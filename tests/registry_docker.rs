@@ -139,19 +139,7 @@ fn docker_and_skopeo_log_in_to_a_registry_with_token_authentication() {
         "127.0.0.1:0",
         &["--config", config.to_str().unwrap()],
     );
-    let credential = run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "registry",
-            "credential",
-            "--subject",
-            "ci",
-            "--allow",
-            "pull,push:team/*",
-        ])
-        .arg("--key")
-        .arg(&key))
-    .trim()
-    .to_owned();
+    let credential = credential(&key, "ci", "pull,push:team/*");
     let tar = busybox_rootfs_tar(work.path());
     let unique = std::process::id();
     let image = format!("{}/team/app:{unique}", server.addr);

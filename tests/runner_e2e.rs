@@ -537,25 +537,7 @@ fn task_roles_get_credentials_that_the_registry_honours_within_their_policies() 
     let reg = registry.addr.clone();
 
     // CI pushes the image with a credential of its own (docker login's config.json).
-    let admin = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "registry",
-            "credential",
-            "--subject",
-            "ci",
-            "--allow",
-            "*:*",
-            "--key",
-        ])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        admin.status.success(),
-        "{}",
-        String::from_utf8_lossy(&admin.stderr)
-    );
-    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let admin = credential(&key, "ci", "*:*");
     let docker_config = work.path().join("docker");
     std::fs::create_dir_all(&docker_config).unwrap();
     std::fs::write(

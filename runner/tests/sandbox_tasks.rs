@@ -209,6 +209,15 @@ fn sigterm_stops_a_trapping_shell_and_sigkill_one_that_ignores_it() {
     f.assert_no_leftovers();
 }
 
+/// Kills the container when dropped, as when an assertion fails while it runs.
+struct KillOnDrop<'a>(&'a ContainerControl);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal(libc::SIGKILL);
+    }
+}
+
 #[test]
 fn exec_runs_processes_in_the_running_container() {
     let f = Fixture::new();
@@ -222,12 +231,22 @@ fn exec_runs_processes_in_the_running_container() {
         control.wait_started(START).unwrap();
         assert_eq!(control.id().as_deref(), Some(name.as_str()));
 
-        // The init, seen from the host through its pid and from inside through exec.
+        // A failed assertion must not leave the scope waiting for `sleep 3600`.
+        let _kill = KillOnDrop(&control);
+
+        // The init, seen from the host through its pid and from inside through exec. Its
+        // command line reads empty until the runtime's init has exec'd the process.
         let pid = control.pid().unwrap();
-        assert_eq!(
-            fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
-            b"sleep\x003600\x00"
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut cmdline = Vec::new();
+        while Instant::now() < deadline {
+            cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            if !cmdline.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(cmdline, b"sleep\x003600\x00");
         let out = control
             .exec(["cat", "/proc/1/cmdline"], &[], Duration::from_secs(20))
             .unwrap();

@@ -123,6 +123,24 @@ impl Drop for Server {
     }
 }
 
+/// A credential from `berth registry credential` for `subject`, allowing `allow`
+/// (`ACTIONS:PATTERN`), signed with the key file `key`.
+pub fn credential(key: &Path, subject: &str, allow: &str) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "registry",
+            "credential",
+            "--subject",
+            subject,
+            "--allow",
+            allow,
+        ])
+        .arg("--key")
+        .arg(key))
+    .trim()
+    .to_owned()
+}
+
 /// A response.
 #[derive(Debug, Clone)]
 pub struct Reply {
