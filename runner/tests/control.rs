@@ -119,31 +119,33 @@ impl Plane {
         self.ok("RegisterTaskDefinition", definition).await["taskDefinition"].clone()
     }
 
-    async fn task(&self, cluster: &str, arn: &str) -> Value {
+    /// `Describe<What>` of one resource: `field` names both the request's list and the
+    /// answer's.
+    async fn describe_one(&self, operation: &str, field: &str, cluster: &str, id: &str) -> Value {
         let out = self
-            .ok("DescribeTasks", json!({"cluster": cluster, "tasks": [arn]}))
+            .ok(operation, json!({"cluster": cluster, field: [id]}))
             .await;
-        out["tasks"][0].clone()
+        out[field][0].clone()
+    }
+
+    async fn task(&self, cluster: &str, arn: &str) -> Value {
+        self.describe_one("DescribeTasks", "tasks", cluster, arn)
+            .await
     }
 
     async fn service(&self, cluster: &str, name: &str) -> Value {
-        let out = self
-            .ok(
-                "DescribeServices",
-                json!({"cluster": cluster, "services": [name]}),
-            )
-            .await;
-        out["services"][0].clone()
+        self.describe_one("DescribeServices", "services", cluster, name)
+            .await
     }
 
     async fn instance(&self, cluster: &str, arn: &str) -> Value {
-        let out = self
-            .ok(
-                "DescribeContainerInstances",
-                json!({"cluster": cluster, "containerInstances": [arn]}),
-            )
-            .await;
-        out["containerInstances"][0].clone()
+        self.describe_one(
+            "DescribeContainerInstances",
+            "containerInstances",
+            cluster,
+            arn,
+        )
+        .await
     }
 
     /// Registers a fake agent.

@@ -54,6 +54,13 @@ fn service_name(cluster: &str, given: &str) -> Result<String, ApiError> {
         .ok_or_else(ApiError::service_not_found)
 }
 
+/// The service `name` of the ACTIVE cluster `cluster`, whatever its status.
+fn existing_service(db: &Tx<'_>, cluster: &str, name: &str) -> Result<ServiceRecord, ApiError> {
+    active_cluster(db, cluster)?;
+    db.service(cluster, name)?
+        .ok_or_else(ApiError::service_not_found)
+}
+
 /// Checks a definition against the service's launch type and load balancers.
 fn check_definition(
     definition: &TaskDefinition,
@@ -298,11 +305,7 @@ pub(super) async fn update(state: &ControlState, request: Update) -> Result<Valu
     let name = service_name(&cluster, &request.service)?;
     state
         .write(move |txn| {
-            active_cluster(txn.db, &cluster)?;
-            let mut record = txn
-                .db
-                .service(&cluster, &name)?
-                .ok_or_else(ApiError::service_not_found)?;
+            let mut record = existing_service(txn.db, &cluster, &name)?;
             if record.service.status != ServiceStatus::Active {
                 return Err(ApiError::service_not_active());
             }
@@ -396,11 +399,7 @@ pub(super) async fn delete(state: &ControlState, request: Delete) -> Result<Valu
     let name = service_name(&cluster, &request.service)?;
     state
         .write(move |txn| {
-            active_cluster(txn.db, &cluster)?;
-            let mut record = txn
-                .db
-                .service(&cluster, &name)?
-                .ok_or_else(ApiError::service_not_found)?;
+            let mut record = existing_service(txn.db, &cluster, &name)?;
             match record.service.status {
                 ServiceStatus::Inactive => return Err(ApiError::service_not_active()),
                 ServiceStatus::Draining => {}
