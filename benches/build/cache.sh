@@ -36,6 +36,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/busybox.sh
+source "$HERE/../lib/busybox.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RUNS:-5}
@@ -113,15 +115,7 @@ log "berth: $BERTH (workspace at $COMMIT; cache: $HAS_CACHE, --jobs: $HAS_JOBS);
 # The base: busybox-static and its applet links, /etc/passwd and /etc/group.
 make_base() {
   local ctx=$WORK/base
-  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/root" "$ctx/rootfs/tmp"
-  chmod 1777 "$ctx/rootfs/tmp"
-  cp "$(command -v busybox)" "$ctx/rootfs/bin/busybox"
-  for applet in $("$ctx/rootfs/bin/busybox" --list); do
-    [[ $applet == busybox ]] || ln -s busybox "$ctx/rootfs/bin/$applet"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ctx/rootfs/etc/passwd"
-  printf 'root:x:0:\n' >"$ctx/rootfs/etc/group"
-  printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$ctx/Dockerfile"
+  busybox_context "$ctx"
   "$BERTH" build -t "$BASE" "$ctx" >"$WORK/base-build.log" 2>&1 ||
     die "berth could not build the base image: $(tail -n 20 "$WORK/base-build.log")"
   "$BERTH" save --format docker -o "$WORK/base.tar" "$BASE"

@@ -26,6 +26,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/busybox.sh
+source "$HERE/../lib/busybox.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RUNS:-5}
@@ -86,15 +88,7 @@ trap 'rm -rf "$WORK"' EXIT
 # The base: busybox-static and its applet links, /etc/passwd and /etc/group.
 make_base() {
   local ctx=$WORK/base
-  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/root" "$ctx/rootfs/tmp"
-  chmod 1777 "$ctx/rootfs/tmp"
-  cp "$(command -v busybox)" "$ctx/rootfs/bin/busybox"
-  for applet in $("$ctx/rootfs/bin/busybox" --list); do
-    [[ $applet == busybox ]] || ln -s busybox "$ctx/rootfs/bin/$applet"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ctx/rootfs/etc/passwd"
-  printf 'root:x:0:\n' >"$ctx/rootfs/etc/group"
-  printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$ctx/Dockerfile"
+  busybox_context "$ctx"
   BERTH_ROOT=$WORK/base-root "$BERTH" build -t "$BASE" "$ctx" >/dev/null 2>"$WORK/base-build.log"
   BERTH_ROOT=$WORK/base-root "$BERTH" save --format docker -o "$WORK/base.tar" "$BASE"
   "$DOCKER" load -q -i "$WORK/base.tar" >/dev/null

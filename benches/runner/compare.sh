@@ -53,6 +53,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/busybox.sh
+source "$HERE/../lib/busybox.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 
 RUNS=${RUNS:-5}
@@ -201,15 +203,7 @@ ms_since() { echo $((($(now) - $1) / 1000000)); }
 # busybox-static and its applet links, /etc/passwd and /etc/group.
 make_image() {
   local ctx=$WORK/image
-  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/root" "$ctx/rootfs/tmp"
-  chmod 1777 "$ctx/rootfs/tmp"
-  cp "$(command -v busybox)" "$ctx/rootfs/bin/busybox"
-  for applet in $("$ctx/rootfs/bin/busybox" --list); do
-    [[ $applet == busybox ]] || ln -s busybox "$ctx/rootfs/bin/$applet"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ctx/rootfs/etc/passwd"
-  printf 'root:x:0:\n' >"$ctx/rootfs/etc/group"
-  printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$ctx/Dockerfile"
+  busybox_context "$ctx"
   "$BERTH" build -t "$IMAGE" "$ctx" >"$WORK/image-build.log" 2>&1 ||
     die "berth could not build the image: $(tail -n 20 "$WORK/image-build.log")"
   "$BERTH" save --format docker -o "$WORK/image.tar" "$IMAGE" || die "berth save --format docker $IMAGE failed"
