@@ -240,3 +240,111 @@ async fn indexes_copy_whole_or_one_platform() {
     assert!(err.to_string().contains("single-platform"), "{err}");
     assert!(!work.path().join("x.tar").exists());
 }
+
+/// Every path under `dir`, sorted.
+fn paths_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(paths_under(&path));
+        }
+        out.push(path);
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn oci_layouts_are_read_in_place_and_pulled_into_in_place() {
+    let registry = PeerRegistry::start();
+    let client = test_client(|_| {});
+    let work = tempfile::tempdir().unwrap();
+    let store = MemoryStore::new();
+    // One layer larger than what opening a layout checks itself.
+    let image = sample_image(&store, "amd64", &[("big.bin", &noise(3 << 20, 7))]);
+    let src = work.path().join("src");
+    layout::export(&store, &[(Some("v1".into()), image.manifest.clone())], &src).unwrap();
+    let layer = image.layers[0].digest().to_string();
+    let layer_file = src
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert!(std::fs::metadata(&layer_file).unwrap().len() > layout::CHECKED_ON_OPEN);
+
+    // A layer changed in the source layout: the registry refuses its digest, and the error
+    // names the file; the tag never appears.
+    let good = std::fs::read(&layer_file).unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 0xff;
+    std::fs::write(&layer_file, &bad).unwrap();
+    let dst = format!("docker://{}/inplace/img:v1", registry.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let err = copy::copy(
+        &client,
+        Arc::new(FsStore::open(dir.path().join("store")).unwrap()),
+        &format!("oci:{}:v1", src.display()).parse().unwrap(),
+        &dst.parse().unwrap(),
+        &CopyOptions::default(),
+    )
+    .await
+    .expect_err("a changed layer cannot be pushed");
+    let text = format!("{err:#}");
+    assert!(text.contains(&layer_file.display().to_string()), "{text}");
+    let tags = reqwest::get(format!("http://{}/v2/inplace/img/tags/list", registry.addr))
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 404, "no tag was pushed");
+
+    // Put right, it pushes; nothing is written into the source layout.
+    std::fs::write(&layer_file, &good).unwrap();
+    let before = paths_under(&src);
+    let r = run_copy(
+        &client,
+        &format!("oci:{}:v1", src.display()),
+        &dst,
+        Platforms::All,
+    )
+    .await;
+    assert_eq!(r.digest.to_string(), image.manifest.digest().to_string());
+    assert_eq!(skopeo_digest(&dst), image.manifest.digest().to_string());
+    let after = paths_under(&src);
+    assert_eq!(before, after);
+
+    // Pulled into a layout that holds another image already: both entries are there, with
+    // every blob in the layout's own blobs/, and no ingest directory is left behind.
+    let out = work.path().join("out");
+    let other = sample_image(&store, "arm64", &[("f", b"other")]);
+    layout::export(
+        &store,
+        &[(Some("other".into()), other.manifest.clone())],
+        &out,
+    )
+    .unwrap();
+    run_copy(
+        &client,
+        &dst,
+        &format!("oci:{}:pulled", out.display()),
+        Platforms::All,
+    )
+    .await;
+    let check = MemoryStore::new();
+    let entries = layout::import(&out, &check).unwrap();
+    let names: Vec<_> = entries.iter().map(|(n, _)| n.clone().unwrap()).collect();
+    assert_eq!(names, ["other", "pulled"]);
+    assert_eq!(entries[1].1.digest(), image.manifest.digest());
+    assert_complete(&check, &entries[1].1);
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    assert_eq!(
+        Digest::sha256(&skopeo_inspect(
+            &format!("oci:{}:pulled", out.display()),
+            true
+        ))
+        .to_string(),
+        image.manifest.digest().to_string()
+    );
+}

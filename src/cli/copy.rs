@@ -2,8 +2,9 @@
 //! location syntax of `skopeo copy` (`docker://REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
 //! `docker-archive:FILE[:REF]`).
 //!
-//! The image goes through a temporary content store on disk (under `--tmpdir`), so memory use
-//! does not grow with the image. As with skopeo, an index is reduced to the host platform's
+//! An `oci:` source is read in place and a pull into `oci:` writes straight into the layout;
+//! other copies go through a temporary content store on disk (under `--tmpdir`). Either way
+//! memory use does not grow with the image. As with skopeo, an index is reduced to the host platform's
 //! manifest unless `--all` or `--platform` says otherwise. Progress goes to stderr; the
 //! digest of the manifest written goes to stdout.
 

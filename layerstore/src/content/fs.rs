@@ -9,13 +9,19 @@
 //! Ingests live under the same root as the blobs, so landing one is a `rename(2)` within a single
 //! filesystem: readers see either no blob or the whole, verified blob, never a partial one.
 //!
+//! [`FsStore::oci_layout`] opens the blobs of an OCI image layout directory instead, named
+//! `blobs/<algorithm>/<hex>` as `image-layout.md` names them, so that a copy reads a layout in
+//! place and a pull writes straight into one (see [`crate::image::layout`]).
+//!
 //! [`FsStore`]'s [`Adopter::adopt`] lands a file written elsewhere on the same filesystem (a
 //! registry upload) the same way, by renaming it into `blobs/`, so a large blob is never
 //! copied a second time.
 //!
 //! Architecture Invariant: a file under `blobs/` has been hashed on the way in (by the store's
 //! writer, or by the caller of `adopt` that wrote it) and matched its expected size and digest
-//! before it was renamed there; nothing ever writes to it in place.
+//! before it was renamed there; nothing ever writes to it in place. The blobs of an OCI layout
+//! are the exception on the way in: whoever wrote the layout put them there, so a reader that
+//! opens a layout it did not write checks them itself ([`crate::image::layout::open`] does).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -68,6 +74,16 @@ struct Layout {
     root: PathBuf,
     blobs: PathBuf,
     ingest: PathBuf,
+    naming: Naming,
+}
+
+/// How blob files are named under `blobs/<algorithm>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// `<first 2 hex>/<hex>`: the store's own layout, which keeps directories small.
+    Sharded,
+    /// `<hex>`: the OCI image layout's.
+    Flat,
 }
 
 impl Layout {
@@ -77,11 +93,13 @@ impl Layout {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        // A checked digest's hex is at least 64 ASCII characters, so this slice is in bounds
-        // and on a character boundary.
-        self.algorithm_dir(digest.algorithm())
-            .join(&hex[..2])
-            .join(hex)
+        let dir = self.algorithm_dir(digest.algorithm());
+        match self.naming {
+            // A checked digest's hex is at least 64 ASCII characters, so this slice is in
+            // bounds and on a character boundary.
+            Naming::Sharded => dir.join(&hex[..2]).join(hex),
+            Naming::Flat => dir.join(hex),
+        }
     }
 }
 
@@ -95,6 +113,7 @@ impl FsStore {
             blobs: root.join("blobs"),
             ingest: root.join("ingest"),
             root,
+            naming: Naming::Sharded,
         };
         for algorithm in ALGORITHMS {
             let dir = layout.algorithm_dir(algorithm);
@@ -106,13 +125,34 @@ impl FsStore {
         })
     }
 
+    /// The blobs of the OCI image layout in directory `dir`, `blobs/<algorithm>/<hex>`, with
+    /// ingests in `ingest`, which must be on the same filesystem (a directory inside `dir`, say).
+    /// Nothing is created or checked until a writer needs it: `ingest` when the first writer
+    /// opens, `blobs/<algorithm>` when the first blob lands. The `oci-layout` and `index.json`
+    /// files are [`crate::image::layout`]'s business.
+    ///
+    /// Blobs written through the store keep every guarantee above. Blobs it did not write are
+    /// read as they are: see the module's invariant.
+    pub fn oci_layout(dir: impl Into<PathBuf>, ingest: impl Into<PathBuf>) -> FsStore {
+        let root = dir.into();
+        FsStore {
+            inner: Arc::new(Layout {
+                blobs: root.join("blobs"),
+                ingest: ingest.into(),
+                root,
+                naming: Naming::Flat,
+            }),
+        }
+    }
+
     /// The directory the store was opened at.
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
 
     /// Where the blob `digest` lives, or would live once committed:
-    /// `<root>/blobs/<algorithm>/<first 2 hex>/<hex>`. The path is computed, not checked.
+    /// `<root>/blobs/<algorithm>/<first 2 hex>/<hex>` (`<root>/blobs/<algorithm>/<hex>` in an
+    /// OCI layout). The path is computed, not checked.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.inner.blob_path(digest)
     }
@@ -208,11 +248,17 @@ impl FsStore {
             .inner
             .ingest
             .join(uuid::Uuid::new_v4().hyphenated().to_string());
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| ContentError::io(&path, e))?;
+        let create = || OpenOptions::new().write(true).create_new(true).open(&path);
+        let file = match create() {
+            // A layout's ingest directory is made on first use.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.inner.ingest)
+                    .map_err(|e| ContentError::io(&self.inner.ingest, e))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| ContentError::io(&path, e))?;
         Ok(Box::new(FsWriter {
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             ingest: IngestFile { path, armed: true },
@@ -330,43 +376,60 @@ impl Manager for FsStore {
             }
         }
         for algorithm in ALGORITHMS {
-            for (prefix, dir) in sorted_entries(&self.inner.algorithm_dir(algorithm))? {
+            let algorithm_dir = self.inner.algorithm_dir(algorithm);
+            if self.inner.naming == Naming::Flat {
+                walk_blob_dir(&algorithm_dir, algorithm, "", f)?;
+                continue;
+            }
+            for (prefix, dir) in sorted_entries(&algorithm_dir)? {
                 if !is_prefix(&prefix) || !dir.is_dir() {
                     skip_stray(&dir, "not a prefix directory");
                     continue;
                 }
-                let mut infos = Vec::new();
-                for (name, path) in sorted_entries(&dir)? {
-                    let digest = match Digest::from_parts(algorithm, &name) {
-                        Ok(digest) if name.starts_with(&prefix) => digest,
-                        _ => {
-                            skip_stray(&path, "not a digest under its prefix");
-                            continue;
-                        }
-                    };
-                    let meta = match fs::symlink_metadata(&path) {
-                        Ok(meta) => meta,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(ContentError::io(&path, e)),
-                    };
-                    if !meta.is_file() {
-                        skip_stray(&path, "not a regular file");
-                        continue;
-                    }
-                    infos.push(Info {
-                        digest,
-                        size: meta.len(),
-                    });
-                }
-                // Names were sorted as strings and are all lowercase hex of one length, so
-                // `infos` is already in digest order.
-                for info in infos {
-                    f(info)?;
-                }
+                walk_blob_dir(&dir, algorithm, &prefix, f)?;
             }
         }
         Ok(())
     }
+}
+
+/// Reports the blobs in `dir`, the files named by a digest of `algorithm` that starts with
+/// `prefix`, in digest order.
+fn walk_blob_dir(
+    dir: &Path,
+    algorithm: Algorithm,
+    prefix: &str,
+    f: &mut dyn FnMut(Info) -> Result<()>,
+) -> Result<()> {
+    let mut infos = Vec::new();
+    for (name, path) in sorted_entries(dir)? {
+        let digest = match Digest::from_parts(algorithm, &name) {
+            Ok(digest) if name.starts_with(prefix) => digest,
+            _ => {
+                skip_stray(&path, "not a digest under its prefix");
+                continue;
+            }
+        };
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ContentError::io(&path, e)),
+        };
+        if !meta.is_file() {
+            skip_stray(&path, "not a regular file");
+            continue;
+        }
+        infos.push(Info {
+            digest,
+            size: meta.len(),
+        });
+    }
+    // Names were sorted as strings and are all lowercase hex of one length, so `infos` is
+    // already in digest order.
+    for info in infos {
+        f(info)?;
+    }
+    Ok(())
 }
 
 /// The info of a caller-hashed ingest: the caller's digest (required, of the writer's
@@ -618,11 +681,12 @@ fn land(
         .map_err(|e| ContentError::io(from, e))?;
     file.sync_all().map_err(restore)?;
 
-    // `blob_path` always has `<algorithm>/<prefix>` above the file.
-    let prefix_dir = target
+    // `blob_path` always has `<algorithm>/<prefix>` (or, in an OCI layout, `blobs/<algorithm>`)
+    // above the file.
+    let blob_dir = target
         .parent()
         .ok_or_else(|| ContentError::io(target, io::Error::other("blob path has no parent")))?;
-    let created_prefix = match ensure_dir(prefix_dir) {
+    let created_dir = match ensure_dir(blob_dir) {
         Ok(created) => created,
         Err(e) => {
             let _ = file.set_permissions(original.clone());
@@ -630,9 +694,12 @@ fn land(
         }
     };
     fs::rename(from, target).map_err(restore)?;
-    sync_dir(prefix_dir)?;
-    if created_prefix {
-        sync_dir(&layout.algorithm_dir(algorithm))?;
+    sync_dir(blob_dir)?;
+    if created_dir {
+        match layout.naming {
+            Naming::Sharded => sync_dir(&layout.algorithm_dir(algorithm))?,
+            Naming::Flat => sync_dir(&layout.blobs)?,
+        }
     }
     Ok(())
 }
@@ -872,6 +939,32 @@ mod tests {
         assert!(!is_prefix("abc"));
         assert!(!is_prefix("g0"));
         assert!(!is_prefix(""));
+    }
+
+    #[test]
+    fn oci_layout_names_blobs_flat_and_makes_directories_on_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let ingest = dir.path().join(".ingest");
+        let store = FsStore::oci_layout(dir.path(), &ingest);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let one = store.ingest_bytes(b"one").unwrap();
+        let two = store.ingest_bytes(b"two").unwrap();
+        assert_eq!(
+            store.blob_path(&one.digest),
+            dir.path().join("blobs/sha256").join(one.digest.hex())
+        );
+        assert_eq!(fs::read(store.blob_path(&two.digest)).unwrap(), b"two");
+        assert_eq!(fs::read_dir(&ingest).unwrap().count(), 0);
+        let mut walked = Vec::new();
+        store
+            .walk(&mut |info| {
+                walked.push(info.digest);
+                Ok(())
+            })
+            .unwrap();
+        let mut expected = vec![one.digest, two.digest];
+        expected.sort();
+        assert_eq!(walked, expected);
     }
 
     #[test]

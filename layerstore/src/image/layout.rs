@@ -16,7 +16,12 @@
 //! whose ref name is exported again is replaced, other entries are kept. Blob files that exist
 //! with the right size are not rewritten; files are written to a temporary name and renamed,
 //! and `index.json` last, so an interrupted export never leaves an index that references a
-//! missing blob.
+//! missing blob. A directory export goes through a [`LayoutWriter`], which a pull can also
+//! write into directly: its blobs are a content store over the layout's `blobs/`.
+//!
+//! **Reading in place** ([`open`]) checks a directory layout without copying it: the returned
+//! [`LayoutBlobs`] reads the layout's own files, and the layers' digests are checked as they
+//! are streamed out (see [`LayoutBlobs`]).
 //!
 //! **Import** ([`import`], [`import_tar`]) ingests blobs into a store, each checked against the
 //! digest its name claims (the name is never trusted), and returns the entries of `index.json`.
@@ -36,7 +41,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
-use crate::content::{ContentError, Ingester, Provider};
+use std::ops::Range;
+
+use crate::content::fs::FsStore;
+use crate::content::{ContentError, Info, Ingester, Provider};
 use crate::digest::{Algorithm, Digest};
 use crate::image::manifest::{Manifest, is_manifest_media_type};
 use crate::image::tarball::{self, HashingReader, MAX_JSON};
@@ -51,6 +59,11 @@ pub const OCI_LAYOUT_FILE: &str = "oci-layout";
 pub const INDEX_FILE: &str = "index.json";
 /// Name of the blobs directory.
 pub const BLOBS_DIR: &str = "blobs";
+/// Blobs up to this size that [`open`] finds in a layout are checked there; larger ones are
+/// layers, checked as they are streamed out (see [`LayoutBlobs`]).
+pub const CHECKED_ON_OPEN: u64 = 1 << 20;
+/// Read buffer of [`open`]'s verification.
+const VERIFY_BUFFER: usize = 256 * 1024;
 /// The only `imageLayoutVersion` there is.
 pub const LAYOUT_VERSION: &str = "1.0.0";
 
@@ -171,21 +184,6 @@ fn merge_entries(existing: Vec<Descriptor>, new: &[LayoutEntry]) -> Vec<Descript
     out
 }
 
-/// Copies a blob out of the store, checking that it is what its descriptor says.
-fn copy_blob<S: Provider + ?Sized>(
-    store: &S,
-    desc: &Descriptor,
-    digest: &Digest,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let reader = store
-        .read(digest, None)
-        .map_err(|e| ImageError::content(digest, e))?;
-    let mut hashing = HashingReader::new(reader, digest.algorithm().hasher());
-    io::copy(&mut hashing, out).map_err(|e| ImageError::io(blob_path(digest), e))?;
-    check_copied(hashing, desc, digest)
-}
-
 fn check_copied<R>(hashing: HashingReader<R>, desc: &Descriptor, digest: &Digest) -> Result<()>
 where
     R: Read,
@@ -251,55 +249,104 @@ pub fn export<S: Provider + ?Sized>(
     images: &[LayoutEntry],
     dest: &Path,
 ) -> Result<ImageIndex> {
-    fs::create_dir_all(dest).map_err(|e| ImageError::io(dest, e))?;
-    let layout_path = dest.join(OCI_LAYOUT_FILE);
-    let index_path = dest.join(INDEX_FILE);
-    let existing = if layout_path.exists() {
-        check_layout_header(&read_file(&layout_path)?, &layout_path)?;
-        if index_path.exists() {
+    let writer = LayoutWriter::create(dest)?;
+    let roots: Vec<Descriptor> = images.iter().map(|(_, d)| d.clone()).collect();
+    for desc in reachable(store, &roots)? {
+        let digest = descriptor_digest(&desc)?;
+        if let Ok(info) = writer.blobs().info(&digest)
+            && info.size == desc.size()
+        {
+            continue;
+        }
+        let mut reader = store
+            .read(&digest, None)
+            .map_err(|e| ImageError::content(&digest, e))?;
+        // The layout's writer hashes what it is given and lands it only if it matches.
+        writer
+            .blobs()
+            .ingest(&mut reader, Some(desc.size()), Some(&digest))
+            .map_err(|e| match e {
+                ContentError::SizeMismatch {
+                    expected, actual, ..
+                } => ImageError::SizeMismatch {
+                    what: digest.to_string(),
+                    expected,
+                    actual,
+                },
+                other => ImageError::content("store", other),
+            })?;
+    }
+    writer.finish(images)
+}
+
+/// An OCI layout directory being written in place: blobs land in it through
+/// [`LayoutWriter::blobs`], a store that hashes, fsyncs and renames each one into
+/// `blobs/<alg>/<hex>` (ingests go to a hidden directory inside the layout, removed with the
+/// writer), and [`LayoutWriter::finish`] adds the entries to `index.json` last. So a writer that
+/// stops half way leaves the layout's index as it was, never one that references a missing
+/// blob; blobs it landed stay, as a skopeo copy's do.
+pub struct LayoutWriter {
+    dest: PathBuf,
+    blobs: FsStore,
+    // Declared after `blobs`, which may still have an ingest open in it.
+    _ingest: tempfile::TempDir,
+}
+
+impl LayoutWriter {
+    /// Creates the layout in `dest` (the directory, `oci-layout` and `blobs/`) or opens the one
+    /// there, after checking its `oci-layout`.
+    pub fn create(dest: &Path) -> Result<LayoutWriter> {
+        fs::create_dir_all(dest).map_err(|e| ImageError::io(dest, e))?;
+        let layout_path = dest.join(OCI_LAYOUT_FILE);
+        if layout_path.exists() {
+            check_layout_header(&read_file(&layout_path)?, &layout_path)?;
+        } else {
+            let header = layout_header_bytes()?;
+            write_atomic(&layout_path, |f| {
+                f.write_all(&header)
+                    .map_err(|e| ImageError::io(&layout_path, e))
+            })?;
+        }
+        let blobs = dest.join(BLOBS_DIR);
+        fs::create_dir_all(&blobs).map_err(|e| ImageError::io(&blobs, e))?;
+        let ingest = tempfile::Builder::new()
+            .prefix(".ingest-")
+            .tempdir_in(dest)
+            .map_err(|e| ImageError::io(dest, e))?;
+        Ok(LayoutWriter {
+            blobs: FsStore::oci_layout(dest, ingest.path()),
+            dest: dest.to_owned(),
+            _ingest: ingest,
+        })
+    }
+
+    /// The layout's blobs, to read and to write into.
+    pub fn blobs(&self) -> &FsStore {
+        &self.blobs
+    }
+
+    /// Checks that the layout holds everything `images` reach, at their sizes (a
+    /// non-distributable layer may be missing), then adds them to `index.json`: an entry whose ref name is written again is
+    /// replaced, other entries are kept. Returns the new index.
+    pub fn finish(self, images: &[LayoutEntry]) -> Result<ImageIndex> {
+        let roots: Vec<Descriptor> = images.iter().map(|(_, d)| d.clone()).collect();
+        reachable(&self.blobs, &roots)?;
+        let index_path = self.dest.join(INDEX_FILE);
+        let existing = if index_path.exists() {
             parse_index(&read_file(&index_path)?, &index_path)?
                 .manifests()
                 .clone()
         } else {
             Vec::new()
-        }
-    } else {
-        let header = layout_header_bytes()?;
-        write_atomic(&layout_path, |f| {
-            f.write_all(&header)
-                .map_err(|e| ImageError::io(&layout_path, e))
+        };
+        let index = build_index(merge_entries(existing, images))?;
+        let bytes = CanonicalBlob::new(media::OCI_INDEX, &index)?.into_bytes();
+        write_atomic(&index_path, |f| {
+            f.write_all(&bytes)
+                .map_err(|e| ImageError::io(&index_path, e))
         })?;
-        Vec::new()
-    };
-    fs::create_dir_all(dest.join(BLOBS_DIR))
-        .map_err(|e| ImageError::io(dest.join(BLOBS_DIR), e))?;
-
-    let roots: Vec<Descriptor> = images.iter().map(|(_, d)| d.clone()).collect();
-    for desc in reachable(store, &roots)? {
-        let digest = descriptor_digest(&desc)?;
-        let path = dest.join(blob_path(&digest));
-        if let Ok(meta) = fs::metadata(&path)
-            && meta.is_file()
-            && meta.len() == desc.size()
-        {
-            continue;
-        }
-        let dir = path.parent().unwrap_or(dest);
-        fs::create_dir_all(dir).map_err(|e| ImageError::io(dir, e))?;
-        write_atomic(&path, |f| {
-            let mut w = io::BufWriter::new(f);
-            copy_blob(store, &desc, &digest, &mut w)?;
-            w.flush().map_err(|e| ImageError::io(&path, e))
-        })?;
+        Ok(index)
     }
-
-    let index = build_index(merge_entries(existing, images))?;
-    let bytes = CanonicalBlob::new(media::OCI_INDEX, &index)?.into_bytes();
-    write_atomic(&index_path, |f| {
-        f.write_all(&bytes)
-            .map_err(|e| ImageError::io(&index_path, e))
-    })?;
-    Ok(index)
 }
 
 /// Writes the layout for `images` (and every blob they reach) as a tar stream to `out`, and
@@ -352,9 +399,33 @@ fn ingest_error(path: &Path, digest: &Digest, e: ContentError) -> ImageError {
     }
 }
 
-/// Reads the layout in directory `src`, ingests into `store` every blob its `index.json`
-/// reaches (each verified against its digest), and returns the entries of `index.json`.
-pub fn import<S: Provider + Ingester + ?Sized>(src: &Path, store: &S) -> Result<Vec<LayoutEntry>> {
+/// A blob file that a layout's `index.json` reaches, as [`walk_dir`] finds it.
+enum Found<'a> {
+    /// A manifest or index, already read, checked against its digest and size, and parsed.
+    Manifest {
+        path: &'a Path,
+        digest: &'a Digest,
+        desc: &'a Descriptor,
+        bytes: &'a [u8],
+    },
+    /// Any other blob, not yet read.
+    Blob {
+        path: &'a Path,
+        digest: &'a Digest,
+        desc: &'a Descriptor,
+    },
+}
+
+/// Reads the `oci-layout` and `index.json` of the layout in directory `src`, then walks every
+/// blob file the index reaches, manifests first-seen first, and hands each to `visit`. A blob
+/// missing from the directory is looked for in `elsewhere` (the external blob store the spec
+/// allows) and is an error if it is not there either, unless it is a non-distributable layer.
+/// Returns the entries of `index.json`.
+fn walk_dir<P: Provider + ?Sized>(
+    src: &Path,
+    elsewhere: Option<&P>,
+    visit: &mut dyn FnMut(Found<'_>) -> Result<()>,
+) -> Result<Vec<LayoutEntry>> {
     let layout_path = src.join(OCI_LAYOUT_FILE);
     check_layout_header(&read_file(&layout_path)?, &layout_path)?;
     let index_path = src.join(INDEX_FILE);
@@ -367,6 +438,14 @@ pub fn import<S: Provider + Ingester + ?Sized>(src: &Path, store: &S) -> Result<
         .rev()
         .map(|d| (d.clone(), index_path.display().to_string()))
         .collect();
+    let children = |manifest: &Manifest, media_type: &str, digest: &Digest| {
+        let parent = format!("{media_type} {digest}");
+        manifest
+            .references()
+            .into_iter()
+            .rev()
+            .map(move |c| (c, parent.clone()))
+    };
     while let Some((desc, referenced_by)) = stack.pop() {
         let digest = descriptor_digest(&desc)?;
         if !seen.insert(digest.clone()) {
@@ -376,21 +455,17 @@ pub fn import<S: Provider + Ingester + ?Sized>(src: &Path, store: &S) -> Result<
         let path = src.join(blob_path(&digest));
         let is_manifest = is_manifest_media_type(&media_type);
         if !path.exists() {
-            let in_store = store
-                .exists(&digest)
-                .map_err(|e| ImageError::content(&digest, e))?;
-            if in_store && is_manifest {
+            let found = match elsewhere {
+                Some(store) => store
+                    .exists(&digest)
+                    .map_err(|e| ImageError::content(&digest, e))?,
+                None => false,
+            };
+            if let (true, Some(store)) = (found && is_manifest, elsewhere) {
                 let (manifest, _) = Manifest::read(store, &desc)?;
-                let parent = format!("{media_type} {digest}");
-                stack.extend(
-                    manifest
-                        .references()
-                        .into_iter()
-                        .rev()
-                        .map(|c| (c, parent.clone())),
-                );
+                stack.extend(children(&manifest, &media_type, &digest));
             }
-            if in_store || media::is_non_distributable(&media_type) {
+            if found || media::is_non_distributable(&media_type) {
                 continue;
             }
             return Err(ImageError::MissingBlob {
@@ -398,43 +473,190 @@ pub fn import<S: Provider + Ingester + ?Sized>(src: &Path, store: &S) -> Result<
                 referenced_by,
             });
         }
-        if is_manifest {
-            let bytes = read_file(&path)?;
-            let actual = Digest::of(digest.algorithm(), &bytes);
-            if actual != digest {
-                return Err(ImageError::BlobMismatch {
-                    path,
-                    expected: digest,
-                    actual,
-                });
-            }
-            if bytes.len() as u64 != desc.size() {
+        if !is_manifest {
+            visit(Found::Blob {
+                path: &path,
+                digest: &digest,
+                desc: &desc,
+            })?;
+            continue;
+        }
+        let bytes = read_file(&path)?;
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if actual != digest {
+            return Err(ImageError::BlobMismatch {
+                path,
+                expected: digest,
+                actual,
+            });
+        }
+        if bytes.len() as u64 != desc.size() {
+            return Err(ImageError::SizeMismatch {
+                what: path.display().to_string(),
+                expected: desc.size(),
+                actual: bytes.len() as u64,
+            });
+        }
+        let manifest = Manifest::parse(&bytes, Some(&media_type), &path.display().to_string())?;
+        visit(Found::Manifest {
+            path: &path,
+            digest: &digest,
+            desc: &desc,
+            bytes: &bytes,
+        })?;
+        stack.extend(children(&manifest, &media_type, &digest));
+    }
+    Ok(entries_of(&index))
+}
+
+/// Reads the layout in directory `src`, ingests into `store` every blob its `index.json`
+/// reaches (each verified against its digest), and returns the entries of `index.json`.
+pub fn import<S: Provider + Ingester + ?Sized>(src: &Path, store: &S) -> Result<Vec<LayoutEntry>> {
+    walk_dir(src, Some(store), &mut |found| match found {
+        Found::Manifest {
+            path,
+            digest,
+            desc,
+            bytes,
+        } => store
+            .ingest(&mut &bytes[..], Some(desc.size()), Some(digest))
+            .map(drop)
+            .map_err(|e| ingest_error(path, digest, e)),
+        Found::Blob { path, digest, desc } => {
+            let mut file = fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
+            store
+                .ingest(&mut file, Some(desc.size()), Some(digest))
+                .map(drop)
+                .map_err(|e| ingest_error(path, digest, e))
+        }
+    })
+}
+
+/// The blobs of a layout opened in place by [`open`]: read straight from its directory.
+///
+/// Its manifests, indexes and every blob up to [`CHECKED_ON_OPEN`] bytes (configs) were checked
+/// against their digests when the layout was opened. Larger blobs (layers) were found at
+/// their sizes, and their content is checked by whoever streams them, as every consumer in
+/// this crate does on its way out: [`export`] and [`export_tar`] hash what they copy, a
+/// docker-archive checks each layer against its diff_id, and a registry checks the digest of
+/// every upload. [`LayoutBlobs::verify`] checks them all here, to tell which file is wrong.
+#[derive(Debug, Clone)]
+pub struct LayoutBlobs {
+    blobs: FsStore,
+    /// The blobs not yet checked: `(path, digest, size)`.
+    unchecked: Vec<(PathBuf, Digest, u64)>,
+}
+
+impl LayoutBlobs {
+    /// Hashes every blob that [`open`] did not, on as many threads as there are CPUs; the
+    /// first that does not match its digest and size is the error, naming its file.
+    pub fn verify(&self) -> Result<()> {
+        verify_files(&self.unchecked)
+    }
+}
+
+impl Provider for LayoutBlobs {
+    fn info(&self, digest: &Digest) -> Result<Info, ContentError> {
+        self.blobs.info(digest)
+    }
+
+    fn read(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.blobs.read(digest, range)
+    }
+}
+
+/// Opens the layout in directory `src` to be read in place, without copying it anywhere:
+/// checks its `oci-layout` and `index.json`, that every blob the index reaches is there at
+/// its size, and the digests of the manifests and small blobs (see [`LayoutBlobs`] for who
+/// checks the layers). Returns the layout's blobs, which nothing else may change while they are
+/// read, and the entries of `index.json`.
+pub fn open(src: &Path) -> Result<(LayoutBlobs, Vec<LayoutEntry>)> {
+    let mut small = Vec::new();
+    let mut unchecked = Vec::new();
+    let entries = walk_dir::<FsStore>(src, None, &mut |found| {
+        if let Found::Blob { path, digest, desc } = found {
+            let meta = fs::metadata(path).map_err(|e| ImageError::io(path, e))?;
+            if meta.len() != desc.size() {
                 return Err(ImageError::SizeMismatch {
                     what: path.display().to_string(),
                     expected: desc.size(),
-                    actual: bytes.len() as u64,
+                    actual: meta.len(),
                 });
             }
-            let manifest = Manifest::parse(&bytes, Some(&media_type), &path.display().to_string())?;
-            store
-                .ingest(&mut &bytes[..], Some(desc.size()), Some(&digest))
-                .map_err(|e| ingest_error(&path, &digest, e))?;
-            let parent = format!("{media_type} {digest}");
-            stack.extend(
-                manifest
-                    .references()
-                    .into_iter()
-                    .rev()
-                    .map(|c| (c, parent.clone())),
-            );
-        } else {
-            let mut file = fs::File::open(&path).map_err(|e| ImageError::io(&path, e))?;
-            store
-                .ingest(&mut file, Some(desc.size()), Some(&digest))
-                .map_err(|e| ingest_error(&path, &digest, e))?;
+            let file = (path.to_owned(), digest.clone(), desc.size());
+            if desc.size() <= CHECKED_ON_OPEN {
+                small.push(file);
+            } else {
+                unchecked.push(file);
+            }
         }
-    }
-    Ok(entries_of(&index))
+        Ok(())
+    })?;
+    verify_files(&small)?;
+    // Only read through `LayoutBlobs`, so the ingest directory is never made.
+    let blobs = FsStore::oci_layout(src, src.join(".ingest"));
+    Ok((LayoutBlobs { blobs, unchecked }, entries))
+}
+
+/// Hashes each `(path, digest, size)` file and checks it against its digest and size, on up
+/// to one thread per CPU; the first mismatch or failure is the error.
+fn verify_files(files: &[(PathBuf, Digest, u64)]) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let verify_one = |(path, digest, size): &(PathBuf, Digest, u64)| -> Result<()> {
+        let file = fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
+        let mut hashing = HashingReader::new(
+            io::BufReader::with_capacity(VERIFY_BUFFER, file),
+            digest.algorithm().hasher(),
+        );
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::io(path, e))?;
+        let (actual, read) = hashing.finish();
+        if &actual != digest {
+            return Err(ImageError::BlobMismatch {
+                path: path.clone(),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        if read != *size {
+            return Err(ImageError::SizeMismatch {
+                what: path.display().to_string(),
+                expected: *size,
+                actual: read,
+            });
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return Ok(());
+                        };
+                        if let Err(e) = verify_one(file) {
+                            // Let the other workers stop at their next file.
+                            next.store(files.len(), std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<()>>>()
+            .map(drop)
+    })
 }
 
 /// Reads a layout tar from `src` in one pass, ingesting every `blobs/<alg>/<hex>` member into
@@ -716,6 +938,173 @@ mod tests {
             import(dir.path(), &MemoryStore::new()),
             Err(ImageError::MissingFile { path }) if path == dir.path().join(OCI_LAYOUT_FILE)
         ));
+    }
+
+    #[test]
+    fn open_reads_in_place_and_checks_the_small_blobs() {
+        let store = MemoryStore::new();
+        let image = sample_image(&store, &[b"one", b"two"]);
+        let dir = tempfile::tempdir().unwrap();
+        export(
+            &store,
+            &[(Some("v1".into()), image.manifest.clone())],
+            dir.path(),
+        )
+        .unwrap();
+        let (blobs, entries) = open(dir.path()).unwrap();
+        assert_eq!(names(&entries), vec![Some("v1".to_owned())]);
+        for d in reachable(&store, std::slice::from_ref(&image.manifest)).unwrap() {
+            let digest = descriptor_digest(&d).unwrap();
+            assert_eq!(
+                blobs.read_all(&digest).unwrap(),
+                store.read_all(&digest).unwrap()
+            );
+        }
+        let layer = descriptor_digest(&image.layers[1]).unwrap();
+        let range = blobs.read_all(&layer).unwrap();
+        let mut part = Vec::new();
+        blobs
+            .read(&layer, Some(1..3))
+            .unwrap()
+            .read_to_end(&mut part)
+            .unwrap();
+        assert_eq!(part, range[1..3]);
+        // Nothing was written into the layout.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE]);
+
+        // A layer changed after the export is found before anything reads it.
+        let file = dir.path().join(blob_path(&layer));
+        let good = fs::read(&file).unwrap();
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        fs::write(&file, &bad).unwrap();
+        match open(dir.path()) {
+            Err(ImageError::BlobMismatch { path, expected, .. }) => {
+                assert_eq!(path, file);
+                assert_eq!(expected, layer);
+            }
+            other => panic!("{other:?}"),
+        }
+        // So is one that went missing.
+        fs::remove_file(&file).unwrap();
+        match open(dir.path()) {
+            Err(ImageError::MissingBlob { digest, .. }) => assert_eq!(digest, layer),
+            other => panic!("{other:?}"),
+        }
+        fs::write(&file, &good).unwrap();
+        assert!(open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn open_leaves_large_layers_to_their_readers_and_verify_finds_them() {
+        let store = MemoryStore::new();
+        // Incompressible, so that the gzip layer is larger than what `open` checks itself.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let big: Vec<u8> = (0..CHECKED_ON_OPEN + 4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let image = sample_image(&store, &[&big[..]]);
+        let dir = tempfile::tempdir().unwrap();
+        export(&store, &[(None, image.manifest.clone())], dir.path()).unwrap();
+        let layer = descriptor_digest(&image.layers[0]).unwrap();
+        let file = dir.path().join(blob_path(&layer));
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[7] ^= 1;
+        fs::write(&file, &bytes).unwrap();
+
+        let (blobs, _) = open(dir.path()).unwrap();
+        match blobs.verify() {
+            Err(ImageError::BlobMismatch { path, expected, .. }) => {
+                assert_eq!(path, file);
+                assert_eq!(expected, layer);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Exporting it checks it on the way out.
+        let out = tempfile::tempdir().unwrap();
+        assert!(export(&blobs, &[(None, image.manifest.clone())], out.path()).is_err());
+        assert!(!out.path().join(blob_path(&layer)).exists());
+        // A layer of the wrong size is found on opening.
+        bytes.pop();
+        fs::write(&file, &bytes).unwrap();
+        assert!(matches!(
+            open(dir.path()),
+            Err(ImageError::SizeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn layout_writer_lands_blobs_then_the_index() {
+        let store = MemoryStore::new();
+        let image = sample_image(&store, &[b"one"]);
+        let dir = tempfile::tempdir().unwrap();
+        let all = reachable(&store, std::slice::from_ref(&image.manifest)).unwrap();
+
+        // A writer that stops before its last blob leaves no index.
+        let writer = LayoutWriter::create(dir.path()).unwrap();
+        for d in &all[1..] {
+            let digest = descriptor_digest(d).unwrap();
+            writer
+                .blobs()
+                .ingest(
+                    &mut &store.read_all(&digest).unwrap()[..],
+                    Some(d.size()),
+                    Some(&digest),
+                )
+                .unwrap();
+            assert!(dir.path().join(blob_path(&digest)).is_file());
+        }
+        let entries = [(Some("t".to_owned()), image.manifest.clone())];
+        assert!(matches!(
+            writer.finish(&entries),
+            Err(ImageError::MissingBlob { digest, .. })
+                if digest == descriptor_digest(&image.manifest).unwrap()
+        ));
+        assert!(!dir.path().join(INDEX_FILE).exists());
+
+        // A wrong blob does not land.
+        let writer = LayoutWriter::create(dir.path()).unwrap();
+        let manifest = descriptor_digest(&image.manifest).unwrap();
+        assert!(matches!(
+            writer
+                .blobs()
+                .ingest(&mut &b"not it"[..], None, Some(&manifest)),
+            Err(ContentError::DigestMismatch { .. })
+        ));
+        writer
+            .blobs()
+            .ingest(
+                &mut &store.read_all(&manifest).unwrap()[..],
+                None,
+                Some(&manifest),
+            )
+            .unwrap();
+        let index = writer.finish(&entries).unwrap();
+        assert_eq!(index.manifests().len(), 1);
+        assert_eq!(ref_name(&index.manifests()[0]), Some("t"));
+        // The writers' ingest directories went with them, and the layout reads back.
+        let stray: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
+        let other = MemoryStore::new();
+        assert_eq!(
+            names(&import(dir.path(), &other).unwrap()),
+            vec![Some("t".to_owned())]
+        );
+        assert_eq!(other.len(), all.len());
     }
 
     #[test]

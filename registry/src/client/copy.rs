@@ -7,11 +7,16 @@
 //! | `oci-archive:FILE[:TAG]` | the same layout as a tar file |
 //! | `docker-archive:FILE[:REF]` | what `docker save` writes; as a source, `REF` picks an image by name or `@N` by position |
 //!
-//! As in skopeo, the path ends at the first `:`. Every copy goes through a content store:
-//! the source is read into it (pulled, or imported with every digest checked), then the
-//! destination is written from it. When the source is an index and one platform is asked
-//! for, only that platform's manifest is copied, and it becomes the root. A docker-archive
-//! holds single-platform images only.
+//! As in skopeo, the path ends at the first `:`. An `oci:` source is read in place
+//! ([`layout::open`]): its manifests and configs are checked on opening, its layers as they
+//! are streamed out (by the registry a push uploads them to, or by the exporter writing the
+//! destination), and a push that fails has them all checked to name the file at fault. A
+//! registry pulled into an `oci:` destination is written straight into the layout
+//! ([`LayoutWriter`]), each blob verified as it lands. Every
+//! other copy goes through the content store it is given: the source is read into it (pulled,
+//! or imported with every digest checked), then the destination is written from it. When the
+//! source is an index and one platform is asked for, only that platform's manifest is copied,
+//! and it becomes the root. A docker-archive holds single-platform images only.
 
 use std::fmt;
 use std::fs::File;
@@ -21,9 +26,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use berth_layerstore::Digest;
-use berth_layerstore::content::ContentStore;
+use berth_layerstore::content::{ContentStore, Provider};
 use berth_layerstore::image::docker_archive::{self, ArchiveImage, LoadedImage};
-use berth_layerstore::image::layout::{self, LayoutEntry};
+use berth_layerstore::image::layout::{self, LayoutBlobs, LayoutEntry, LayoutWriter};
 use berth_layerstore::image::{Descriptor, Manifest, descriptor_digest, platform};
 
 use crate::client::error::{ClientError, Result};
@@ -171,7 +176,8 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
     }
 }
 
-/// Copies the image at `src` to `dst` through `store`. See the module docs.
+/// Copies the image at `src` to `dst`, through `store` unless the copy can go without it. See
+/// the module docs.
 pub async fn copy<S: ContentStore + 'static>(
     client: &Client,
     store: Arc<S>,
@@ -179,7 +185,15 @@ pub async fn copy<S: ContentStore + 'static>(
     dst: &ImageLocation,
     opts: &CopyOptions,
 ) -> Result<CopyResult> {
-    let (root, source_index) = read_source(client, store.clone(), src, opts).await?;
+    if let (ImageLocation::Registry(reference), ImageLocation::OciDir { path, tag }) = (src, dst) {
+        return pull_into_layout(client, reference, path, tag, opts).await;
+    }
+    let Source {
+        blobs: store,
+        root,
+        index: source_index,
+        layout,
+    } = read_source(client, store, src, opts).await?;
     let digest = descriptor_digest(&root)?;
     tracing::info!(%src, %dst, %digest, "copying");
     match dst {
@@ -192,7 +206,13 @@ pub async fn copy<S: ContentStore + 'static>(
                 mount_from,
                 progress: opts.progress.clone(),
             };
-            client.push(&*store, &root, reference, &push).await?;
+            if let Err(e) = client.push(&*store, &root, reference, &push).await {
+                // The registry checked each layer's digest; name the file that failed it.
+                if let Some(layout) = layout {
+                    blocking(move || Ok(layout.verify()?)).await?;
+                }
+                return Err(e);
+            }
         }
         ImageLocation::OciDir { path, tag } => {
             let entries: Vec<LayoutEntry> = vec![(tag.clone(), root.clone())];
@@ -272,13 +292,52 @@ fn write_file_atomic(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Res
     }
 }
 
-/// Reads `src` into `store`; returns the root to copy and the index it was picked from.
+/// `docker://REF` to `oci:DIR[:TAG]`: the pull lands each blob, verified, in the layout's
+/// `blobs/`, and the entry is added to `index.json` once they are all there.
+async fn pull_into_layout(
+    client: &Client,
+    reference: &Reference,
+    path: &Path,
+    tag: &Option<String>,
+    opts: &CopyOptions,
+) -> Result<CopyResult> {
+    let dest = path.to_owned();
+    let writer = blocking(move || Ok(LayoutWriter::create(&dest)?)).await?;
+    let pull = PullOptions {
+        platforms: opts.platforms.clone(),
+        progress: opts.progress.clone(),
+    };
+    let pulled = client.pull(reference, writer.blobs(), &pull).await?;
+    let digest = descriptor_digest(&pulled.root)?;
+    tracing::info!(%reference, dst = %path.display(), %digest, "copied");
+    let entries: Vec<LayoutEntry> = vec![(tag.clone(), pulled.root.clone())];
+    blocking(move || Ok(writer.finish(&entries).map(drop)?)).await?;
+    Ok(CopyResult {
+        root: pulled.root,
+        digest,
+        source_index: pulled.index,
+    })
+}
+
+/// The image to copy: where its blobs are read from, its root, and the index the root was
+/// picked from.
+struct Source {
+    blobs: Arc<dyn Provider>,
+    root: Descriptor,
+    index: Option<Descriptor>,
+    /// For an `oci:` source, its blobs again, to find a bad layer when a push fails.
+    layout: Option<Arc<LayoutBlobs>>,
+}
+
+/// Reads `src`: in place for an `oci:` directory, into `store` otherwise.
 async fn read_source<S: ContentStore + 'static>(
     client: &Client,
     store: Arc<S>,
     src: &ImageLocation,
     opts: &CopyOptions,
-) -> Result<(Descriptor, Option<Descriptor>)> {
+) -> Result<Source> {
+    let mut blobs: Arc<dyn Provider> = store.clone();
+    let mut layout = None;
     let named = match src {
         ImageLocation::Registry(reference) => {
             let pull = PullOptions {
@@ -286,11 +345,19 @@ async fn read_source<S: ContentStore + 'static>(
                 progress: opts.progress.clone(),
             };
             let pulled = client.pull(reference, &*store, &pull).await?;
-            return Ok((pulled.root, pulled.index));
+            return Ok(Source {
+                blobs,
+                root: pulled.root,
+                index: pulled.index,
+                layout,
+            });
         }
         ImageLocation::OciDir { path, tag } => {
-            let (path, s) = (path.clone(), store.clone());
-            let entries = blocking(move || Ok(layout::import(&path, &*s)?)).await?;
+            let path = path.clone();
+            let (opened, entries) = blocking(move || Ok(layout::open(&path)?)).await?;
+            let opened = Arc::new(opened);
+            blobs = opened.clone();
+            layout = Some(opened);
             pick_layout_entry(src, entries, tag.as_deref())?
         }
         ImageLocation::OciArchive { path, tag } => {
@@ -312,18 +379,25 @@ async fn read_source<S: ContentStore + 'static>(
             pick_archive_image(src, images, reference.as_deref())?
         }
     };
-    match &opts.platforms {
-        Platforms::All => Ok((named, None)),
+    let (root, index) = match &opts.platforms {
+        Platforms::All => (named, None),
         Platforms::Only(want) => {
-            let (manifest, _) = Manifest::read(&*store, &named)?;
-            if !manifest.is_index() {
-                return Ok((named, None));
+            let (manifest, _) = Manifest::read(&*blobs, &named)?;
+            if manifest.is_index() {
+                let child =
+                    platform::select_or_err(&manifest.manifests(), want, &src.to_string())?.clone();
+                (child, Some(named))
+            } else {
+                (named, None)
             }
-            let child =
-                platform::select_or_err(&manifest.manifests(), want, &src.to_string())?.clone();
-            Ok((child, Some(named)))
         }
-    }
+    };
+    Ok(Source {
+        blobs,
+        root,
+        index,
+        layout,
+    })
 }
 
 fn pick_layout_entry(
