@@ -8,19 +8,24 @@
 //!
 //! ## Durability and resumption
 //! A request's bytes become part of an upload only when the request completes: the data file
-//! is flushed, then `state.json` is replaced (temp file, fsync, rename) with the new `offset`.
-//! That offset is what the registry acknowledged (`Range: 0-<offset-1>`). Whatever lies past it
-//! in the data file, the tail of a request that failed or was cut short by a crash, is
-//! truncated away when the session is next loaded or rolled back. So after a restart of the
-//! server an upload is either resumable from exactly its acknowledged offset or, if its state
-//! is unusable, unknown.
+//! is flushed, then `state.json` is replaced (temp file, rename) with the new `offset`. That
+//! offset is what the registry acknowledged (`Range: 0-<offset-1>`). Whatever lies past it in
+//! the data file, the tail of a request that failed or was cut short by a crash, is truncated
+//! away when the session is next loaded or rolled back. So after the server process is killed
+//! and restarted, an upload is either resumable from exactly its acknowledged offset or, if
+//! its state is unusable, unknown.
 //!
-//! The data file is not fsynced per request: it is fsynced once, when the completed upload
-//! becomes a blob (it is renamed into the blob store, see
-//! [`BlobStore::adopt`](super::BlobStore::adopt)). After a crash of the whole machine, an
-//! acknowledged offset may therefore name bytes that never reached the disk. That harms
-//! nothing stored: a data file shorter than its offset makes the session unknown, and bytes
-//! that differ from what was received are re-hashed on resumption (see below), so the
+//! Nothing of a session is fsynced until it completes: the data file is fsynced once, when the
+//! completed upload becomes a blob (it is renamed into the blob store, see
+//! [`BlobStore::adopt`](super::BlobStore::adopt)); what the session stores before that is
+//! only as durable as the page cache. On ext4 every fsync commits the journal, which waits for
+//! the data other uploads are writing back, so an fsync per request would make concurrent
+//! uploads wait on one another's disk writes. After a crash of the whole machine a session
+//! may therefore come back with an older `state.json` (resumable from that earlier offset,
+//! which a client learns from the upload's status as the spec has it), with no `state.json`
+//! (unknown), or with an offset that names bytes that never reached the disk. None of that
+//! harms anything stored: a data file shorter than its offset makes the session unknown, and
+//! bytes that differ from what was received are re-hashed on resumption (see below), so the
 //! completing `PUT` fails its digest check and stores nothing.
 //!
 //! A *transient* session ([`UploadStore::create_transient`]) is never checkpointed: it backs a
@@ -166,7 +171,6 @@ impl UploadStore {
     pub fn create(&self, repository: &RepositoryName, algorithm: Algorithm) -> Result<Upload> {
         let upload = self.create_session(repository, algorithm, false)?;
         self.checkpoint(&upload)?;
-        sync_dir(&self.dir)?;
         Ok(upload)
     }
 
@@ -269,7 +273,8 @@ impl UploadStore {
         })
     }
 
-    /// Records `upload.offset` as acknowledged: replaces `state.json` atomically and durably.
+    /// Records `upload.offset` as acknowledged: replaces `state.json` atomically (durably only
+    /// once the kernel writes it back; see the module docs).
     /// Call after [`ChunkWriter::finish`] has written the bytes. Does nothing for a transient
     /// session.
     pub fn checkpoint(&self, upload: &Upload) -> Result<()> {
@@ -290,12 +295,10 @@ impl UploadStore {
         let tmp = dir.join(STATE_TMP);
         let mut file = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
         file.write_all(&json)
-            .and_then(|()| file.sync_all())
             .map_err(|e| StorageError::io(&tmp, e))?;
         drop(file);
         let path = dir.join(STATE);
-        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
-        sync_dir(&dir)
+        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))
     }
 
     /// Makes sure `upload.hasher` covers its acknowledged bytes, re-hashing the data file if
@@ -426,18 +429,6 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
     file.set_len(len)
         .and_then(|()| file.sync_data())
         .map_err(|e| StorageError::io(path, e))
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
