@@ -176,16 +176,10 @@ impl FsStore {
         for entry in fs::read_dir(dir).map_err(|e| ContentError::io(dir, e))? {
             let entry = entry.map_err(|e| ContentError::io(dir, e))?;
             let path = entry.path();
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                // Committed, aborted or pruned since the directory was listed.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ContentError::io(&path, e)),
-            };
-            if !meta.is_file() {
-                skip_stray(&path, "not a regular file");
+            // `None`: committed, aborted or pruned since the directory was listed, or stray.
+            let Some(meta) = listed_file(&path, entry.metadata())? else {
                 continue;
-            }
+            };
             let modified = meta.modified().map_err(|e| ContentError::io(&path, e))?;
             // A modification time in the future (clock step) counts as fresh.
             let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
@@ -410,15 +404,9 @@ fn walk_blob_dir(
                 continue;
             }
         };
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(ContentError::io(&path, e)),
-        };
-        if !meta.is_file() {
-            skip_stray(&path, "not a regular file");
+        let Some(meta) = listed_file(&path, fs::symlink_metadata(&path))? else {
             continue;
-        }
+        };
         infos.push(Info {
             digest,
             size: meta.len(),
@@ -745,6 +733,20 @@ fn ensure_dir(dir: &Path) -> Result<bool> {
             .map(|()| true)
             .map_err(|e| ContentError::io(dir, e)),
         Err(e) => Err(ContentError::io(dir, e)),
+    }
+}
+
+/// The metadata of a listed directory entry that should be a regular file: `None` when it is
+/// gone since the listing, or is not a regular file (logged as stray).
+fn listed_file(path: &Path, meta: io::Result<fs::Metadata>) -> Result<Option<fs::Metadata>> {
+    match meta {
+        Ok(meta) if meta.is_file() => Ok(Some(meta)),
+        Ok(_) => {
+            skip_stray(path, "not a regular file");
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ContentError::io(path, e)),
     }
 }
 

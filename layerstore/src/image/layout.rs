@@ -482,21 +482,13 @@ fn walk_dir<P: Provider + ?Sized>(
             continue;
         }
         let bytes = read_file(&path)?;
-        let actual = Digest::of(digest.algorithm(), &bytes);
-        if actual != digest {
-            return Err(ImageError::BlobMismatch {
-                path,
-                expected: digest,
-                actual,
-            });
-        }
-        if bytes.len() as u64 != desc.size() {
-            return Err(ImageError::SizeMismatch {
-                what: path.display().to_string(),
-                expected: desc.size(),
-                actual: bytes.len() as u64,
-            });
-        }
+        check_blob_file(
+            &path,
+            &digest,
+            desc.size(),
+            Digest::of(digest.algorithm(), &bytes),
+            bytes.len() as u64,
+        )?;
         let manifest = Manifest::parse(&bytes, Some(&media_type), &path.display().to_string())?;
         visit(Found::Manifest {
             path: &path,
@@ -507,6 +499,32 @@ fn walk_dir<P: Provider + ?Sized>(
         stack.extend(children(&manifest, &media_type, &digest));
     }
     Ok(entries_of(&index))
+}
+
+/// Checks what the blob file `path` hashed to (`actual`) and how long it is (`read`) against the
+/// digest its name claims and the size its descriptor gives.
+fn check_blob_file(
+    path: &Path,
+    expected: &Digest,
+    size: u64,
+    actual: Digest,
+    read: u64,
+) -> Result<()> {
+    if &actual != expected {
+        return Err(ImageError::BlobMismatch {
+            path: path.to_owned(),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    if read != size {
+        return Err(ImageError::SizeMismatch {
+            what: path.display().to_string(),
+            expected: size,
+            actual: read,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the layout in directory `src`, ingests into `store` every blob its `index.json`
@@ -617,21 +635,7 @@ fn verify_files(files: &[(PathBuf, Digest, u64)]) -> Result<()> {
         );
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::io(path, e))?;
         let (actual, read) = hashing.finish();
-        if &actual != digest {
-            return Err(ImageError::BlobMismatch {
-                path: path.clone(),
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        if read != *size {
-            return Err(ImageError::SizeMismatch {
-                what: path.display().to_string(),
-                expected: *size,
-                actual: read,
-            });
-        }
-        Ok(())
+        check_blob_file(path, digest, *size, actual, read)
     };
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
