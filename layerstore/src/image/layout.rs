@@ -326,8 +326,8 @@ impl LayoutWriter {
     }
 
     /// Checks that the layout holds everything `images` reach, at their sizes (a
-    /// non-distributable layer may be missing), then adds them to `index.json`: an entry whose ref name is written again is
-    /// replaced, other entries are kept. Returns the new index.
+    /// non-distributable layer may be missing), then adds them to `index.json`: an entry whose
+    /// ref name is written again is replaced, other entries are kept. Returns the new index.
     pub fn finish(self, images: &[LayoutEntry]) -> Result<ImageIndex> {
         let roots: Vec<Descriptor> = images.iter().map(|(_, d)| d.clone()).collect();
         reachable(&self.blobs, &roots)?;

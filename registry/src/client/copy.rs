@@ -10,13 +10,13 @@
 //! As in skopeo, the path ends at the first `:`. An `oci:` source is read in place
 //! ([`layout::open`]): its manifests and configs are checked on opening, its layers as they
 //! are streamed out (by the registry a push uploads them to, or by the exporter writing the
-//! destination), and a push that fails has them all checked to name the file at fault. A
-//! registry pulled into an `oci:` destination is written straight into the layout
-//! ([`LayoutWriter`]), each blob verified as it lands. Every
-//! other copy goes through the content store it is given: the source is read into it (pulled,
-//! or imported with every digest checked), then the destination is written from it. When the
-//! source is an index and one platform is asked for, only that platform's manifest is copied,
-//! and it becomes the root. A docker-archive holds single-platform images only.
+//! destination), and a push that the registry refuses has them all checked to name the file
+//! at fault. A registry pulled into an `oci:` destination is written straight into the layout
+//! ([`LayoutWriter`]), each blob verified as it lands. Every other copy goes through the
+//! content store it is given: the source is read into it (pulled, or imported with every
+//! digest checked), then the destination is written from it. When the source is an index and
+//! one platform is asked for, only that platform's manifest is copied, and it becomes the
+//! root. A docker-archive holds single-platform images only.
 
 use std::fmt;
 use std::fs::File;
@@ -207,8 +207,9 @@ pub async fn copy<S: ContentStore + 'static>(
                 progress: opts.progress.clone(),
             };
             if let Err(e) = client.push(&*store, &root, reference, &push).await {
-                // The registry checked each layer's digest; name the file that failed it.
-                if let Some(layout) = layout {
+                // A registry refuses an upload whose bytes do not match its digest with a 400
+                // (`DIGEST_INVALID`, `SIZE_INVALID`): name the layout file at fault, if one is.
+                if let (Some(layout), Some(400)) = (layout, e.status()) {
                     blocking(move || Ok(layout.verify()?)).await?;
                 }
                 return Err(e);
