@@ -168,6 +168,7 @@ impl TokenKey {
         };
         IssuedCredential {
             token: self.sign(&claims),
+            issued_at: claims.registered.iat,
             expires_at: claims.registered.exp,
         }
     }
@@ -191,6 +192,7 @@ impl TokenKey {
         };
         IssuedCredential {
             token: self.sign(&claims),
+            issued_at: claims.registered.iat,
             expires_at: claims.registered.exp,
         }
     }
@@ -235,7 +237,9 @@ impl TokenKey {
 pub struct IssuedCredential {
     /// The JWT.
     pub token: String,
-    /// Seconds since the Unix epoch.
+    /// Its `iat`, in seconds since the Unix epoch.
+    pub issued_at: u64,
+    /// Its `exp`, in seconds since the Unix epoch.
     pub expires_at: u64,
 }
 

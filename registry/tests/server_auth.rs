@@ -12,6 +12,7 @@ use berth_registry::client::{Credential, PullOptions, PushOptions};
 use berth_registry::reference::Reference;
 use berth_registry::server::{AppState, AuthConfig, Config, app};
 use client_support::*;
+use reqwest::Method;
 use serde_json::Value;
 
 struct Secured {
@@ -110,39 +111,37 @@ async fn requests_without_a_token_get_the_challenge_that_names_their_scope() {
     let body: Value = base.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
 
-    let manifest = registry
-        .http
-        .get(registry.url("/v2/app/web/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(manifest.status(), 401);
-    assert!(
-        challenge_of(&manifest).ends_with(",scope=\"repository:app/web:pull\""),
-        "{}",
-        challenge_of(&manifest)
-    );
-    let upload = registry
-        .http
-        .post(registry.url("/v2/app/web/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert!(challenge_of(&upload).contains("scope=\"repository:app/web:pull,push\""));
-    let delete = registry
-        .http
-        .delete(registry.url("/v2/app/web/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
-    assert!(challenge_of(&delete).contains("scope=\"repository:app/web:delete\""));
-    let catalog = registry
-        .http
-        .get(registry.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap();
-    assert!(challenge_of(&catalog).contains("scope=\"registry:catalog:*\""));
+    for (method, path, scope) in [
+        (
+            Method::GET,
+            "/v2/app/web/manifests/v1",
+            "repository:app/web:pull",
+        ),
+        (
+            Method::POST,
+            "/v2/app/web/blobs/uploads/",
+            "repository:app/web:pull,push",
+        ),
+        (
+            Method::DELETE,
+            "/v2/app/web/manifests/v1",
+            "repository:app/web:delete",
+        ),
+        (Method::GET, "/v2/_catalog", "registry:catalog:*"),
+    ] {
+        let response = registry
+            .http
+            .request(method.clone(), registry.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method} {path}");
+        assert!(
+            challenge_of(&response).ends_with(&format!(",scope=\"{scope}\"")),
+            "{method} {path}: {}",
+            challenge_of(&response)
+        );
+    }
 
     let health = registry
         .http

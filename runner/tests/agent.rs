@@ -317,6 +317,16 @@ fn wait_running(task: &TaskHandle, name: &str) -> Task {
     .unwrap()
 }
 
+/// Checks that `task` stopped because an essential container exited, with ECS's code and
+/// reason.
+fn assert_stopped_by_essential_exit(task: &Task) {
+    assert_eq!(task.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        task.stopped_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+}
+
 fn statuses(task: &TaskHandle) -> Vec<TaskStatus> {
     task.transitions().iter().map(|t| t.status).collect()
 }
@@ -380,11 +390,7 @@ fn an_oom_killed_container_gets_ecs_out_of_memory_reason() {
         LaunchType::Ec2,
     );
     let stopped = task.wait_stopped(STEP).unwrap();
-    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
-    assert_eq!(
-        stopped.stopped_reason.as_deref(),
-        Some("Essential container in task exited")
-    );
+    assert_stopped_by_essential_exit(&stopped);
     let hog = stopped.container("hog").unwrap();
     assert_eq!(hog.exit_code, Some(137), "{}", log_of(&task, "hog"));
     assert_eq!(
@@ -433,11 +439,7 @@ fn an_essential_container_exit_stops_the_task_and_a_non_essential_one_does_not()
     );
 
     let stopped = task.wait_stopped(STEP).unwrap();
-    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
-    assert_eq!(
-        stopped.stopped_reason.as_deref(),
-        Some("Essential container in task exited")
-    );
+    assert_stopped_by_essential_exit(&stopped);
     let app = stopped.container("app").unwrap();
     assert_eq!(app.exit_code, Some(3));
     assert_eq!(app.last_status, ContainerStatus::Stopped);
@@ -1475,11 +1477,7 @@ fn a_restarted_engine_reports_its_previous_tasks_stopped_and_cleans_them_up() {
     let again = engine.task(task.id()).expect("the restored task");
     let view = again.describe();
     assert_eq!(view.last_status, TaskStatus::Stopped);
-    assert_eq!(view.stop_code, Some(StopCode::EssentialContainerExited));
-    assert_eq!(
-        view.stopped_reason.as_deref(),
-        Some("Essential container in task exited")
-    );
+    assert_stopped_by_essential_exit(&view);
     let app = view.container("app").unwrap();
     assert_eq!(app.last_status, ContainerStatus::Stopped);
     assert!(

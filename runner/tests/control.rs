@@ -115,6 +115,18 @@ impl Plane {
         )
     }
 
+    /// Runs one task of `family` in availability zone z1 and returns its ARN.
+    async fn run_in_z1(&self, family: &str) -> String {
+        let run = self
+            .ok(
+                "RunTask",
+                json!({"taskDefinition": family, "placementConstraints":
+                       [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"}]}),
+            )
+            .await;
+        run["tasks"][0]["taskArn"].as_str().unwrap().to_owned()
+    }
+
     async fn register_definition(&self, definition: Value) -> Value {
         self.ok("RegisterTaskDefinition", definition).await["taskDefinition"].clone()
     }
@@ -800,14 +812,7 @@ async fn tasks_get_their_roles_credentials_with_the_assignment_and_on_renewal() 
     plane
         .register_definition(bridge_definition("plain", 128))
         .await;
-    let run = plane
-        .ok(
-            "RunTask",
-            json!({"taskDefinition": "web", "placementConstraints":
-                   [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"}]}),
-        )
-        .await;
-    let arn = run["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let arn = plane.run_in_z1("web").await;
 
     let work = agent.poll(&plane).await;
     let start = &work.start[0];
@@ -858,14 +863,7 @@ async fn tasks_get_their_roles_credentials_with_the_assignment_and_on_renewal() 
     // Another agent cannot get the task's credentials, nor can anyone for a roleless task.
     other.refresh.push(arn.clone());
     assert!(other.poll(&plane).await.credentials.is_empty());
-    let plain = plane
-        .ok(
-            "RunTask",
-            json!({"taskDefinition": "plain", "placementConstraints":
-                   [{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z1"}]}),
-        )
-        .await;
-    let plain_arn = plain["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    let plain_arn = plane.run_in_z1("plain").await;
     let work = agent.poll(&plane).await;
     assert!(work.start[0].credentials.is_empty());
     agent.refresh.push(plain_arn);

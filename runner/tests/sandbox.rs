@@ -235,17 +235,14 @@ fn find_process(args: &[&str]) -> Option<i32> {
     })
 }
 
-#[test]
-fn killed_process_reports_128_plus_signal() {
-    let f = Fixture::new();
-    let rootfs = f.rootfs("rootfs");
-    // The container's init is killed from outside, as the OOM killer or an operator would.
-    let spec = RunSpec::new(RootfsSpec::Dir(rootfs), ProcessSpec::new(["sleep", "4711"]));
-    let out = std::thread::scope(|s| {
+/// Runs `spec`, sending SIGKILL from outside the container, as the OOM killer or an operator
+/// would, to its process running `args` once that shows up.
+fn run_killed_from_outside(f: &Fixture, spec: &RunSpec, args: &[&str]) -> Output {
+    std::thread::scope(|s| {
         s.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
-                if let Some(pid) = find_process(&["sleep", "4711"]) {
+                if let Some(pid) = find_process(args) {
                     // SAFETY: kill has no memory preconditions.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     return;
@@ -253,8 +250,17 @@ fn killed_process_reports_128_plus_signal() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        f.run(&spec)
-    });
+        f.run(spec)
+    })
+}
+
+#[test]
+fn killed_process_reports_128_plus_signal() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs("rootfs");
+    // The container's init is killed from outside.
+    let spec = RunSpec::new(RootfsSpec::Dir(rootfs), ProcessSpec::new(["sleep", "4711"]));
+    let out = run_killed_from_outside(&f, &spec, &["sleep", "4711"]);
     assert_eq!(out.status.code(), 137);
     assert!(!out.status.oom_killed(), "a SIGKILL is not an OOM kill");
     f.assert_no_leftovers();
@@ -300,20 +306,7 @@ fn an_oom_killed_container_is_reported_and_other_exits_are_not() {
 
     // Killed from outside with the signal the OOM killer uses.
     let spec = limited(&["sleep", "4712"]);
-    let out = std::thread::scope(|s| {
-        s.spawn(|| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Some(pid) = find_process(&["sleep", "4712"]) {
-                    // SAFETY: kill has no memory preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        f.run(&spec)
-    });
+    let out = run_killed_from_outside(&f, &spec, &["sleep", "4712"]);
     assert_eq!(out.status.code(), 137);
     assert!(!out.status.oom_killed(), "{}", out.status);
     f.assert_no_leftovers();

@@ -17,7 +17,7 @@
 //!   the actions the credential's policy allows.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -206,6 +206,7 @@ impl TokenAuth {
         Ok(TokenAnswer {
             token: issued.token,
             expires_in: self.lifetime.as_secs(),
+            issued_at: issued.issued_at,
         })
     }
 }
@@ -281,6 +282,8 @@ fn without_mount(uri: &Uri, pairs: &[(String, String)]) -> Uri {
 struct TokenAnswer {
     token: String,
     expires_in: u64,
+    /// The token's `iat`.
+    issued_at: u64,
 }
 
 enum TokenRefusal {
@@ -335,17 +338,12 @@ pub(crate) async fn token(State(state): State<AppState>, req: Request) -> Respon
         Ok(answer) => answer,
         Err(refusal) => return refuse(refusal),
     };
-    let issued_at = format_rfc3339(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    );
     axum::Json(serde_json::json!({
         "token": answer.token,
         "access_token": answer.token,
         "token_type": "Bearer",
         "expires_in": answer.expires_in,
-        "issued_at": issued_at,
+        "issued_at": format_rfc3339(answer.issued_at),
     }))
     .into_response()
 }
