@@ -72,7 +72,7 @@ impl TokenAuth {
             TokenKey::load(&config.key_file)?,
             config.service.clone(),
             config.realm.clone(),
-            Duration::from_secs(config.token_lifetime_secs.max(60)),
+            Duration::from_secs(config.token_lifetime_secs),
         ))
     }
 
