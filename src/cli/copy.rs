@@ -3,10 +3,10 @@
 //! `docker-archive:FILE[:REF]`).
 //!
 //! An `oci:` source is read in place and a pull into `oci:` writes straight into the layout;
-//! other copies go through a temporary content store on disk (under `--tmpdir`). Either way
-//! memory use does not grow with the image. As with skopeo, an index is reduced to the host platform's
-//! manifest unless `--all` or `--platform` says otherwise. Progress goes to stderr; the
-//! digest of the manifest written goes to stdout.
+//! other copies go through a temporary content store on disk (under `--tmpdir`). Either way memory
+//! use does not grow with the image. As with skopeo, an index is reduced to the host platform's
+//! manifest unless `--all` or `--platform` says otherwise. Progress goes to stderr; the digest of
+//! the manifest written goes to stdout.
 
 use std::path::PathBuf;
 use std::sync::Arc;

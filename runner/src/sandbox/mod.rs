@@ -268,9 +268,10 @@ impl Sandbox {
     /// Runs `spec` to completion, handing its output to `on_output` as it arrives.
     ///
     /// Returns the process's exit code, non-zero included, and whether the kernel's OOM killer
-    /// killed a process of the container: a failing command is a result, not an error. Errors are the sandbox's own failures (a runtime that cannot start the
-    /// container, an unknown user, a mount that fails, ...) and cancellation. The calling thread
-    /// is blocked until the run is over and cleaned up.
+    /// killed a process of the container: a failing command is a result, not an error. Errors are
+    /// the sandbox's own failures (a runtime that cannot start the container, an unknown user, a
+    /// mount that fails, ...) and cancellation. The calling thread is blocked until the run is over
+    /// and cleaned up.
     pub fn run(
         &self,
         spec: &RunSpec,

@@ -114,9 +114,9 @@
 //! Not supported, and refused with the reason rather than run differently: `pidMode`, and
 //! `ipcMode` other than `none` (each container has its own PID and IPC namespaces),
 //! `linuxParameters` capabilities, `initProcessEnabled` and tmpfs mount options beyond
-//! `nosuid`/`nodev`, `pseudoTerminal` and volume drivers other than `local`. Accepted and not applied: `logConfiguration` (the agent keeps the
-//! output, whatever the driver), `linuxParameters.maxSwap` and `swappiness` (swap is not
-//! limited), `interactive`.
+//! `nosuid`/`nodev`, `pseudoTerminal` and volume drivers other than `local`. Accepted and not
+//! applied: `logConfiguration` (the agent keeps the output, whatever the driver),
+//! `linuxParameters.maxSwap` and `swappiness` (swap is not limited), `interactive`.
 //!
 //! # After the task
 //! A STOPPED task keeps its directory (its logs) and is reported until
