@@ -134,15 +134,23 @@ fn spawn_run<'s>(
 
 /// Waits until the output has carried `marker`.
 fn wait_for_output(rx: &mpsc::Receiver<String>, marker: &str) {
-    let deadline = Instant::now() + START;
     let mut seen = String::new();
+    if !read_output_until(rx, &mut seen, marker) {
+        panic!("no {marker:?} in the output within {START:?}; got {seen:?}");
+    }
+}
+
+/// Reads the output into `seen` until it carries `marker` (true), or for at most `START`.
+fn read_output_until(rx: &mpsc::Receiver<String>, seen: &mut String, marker: &str) -> bool {
+    let deadline = Instant::now() + START;
     while !seen.contains(marker) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(chunk) => seen.push_str(&chunk),
-            Err(_) => panic!("no {marker:?} in the output within {START:?}; got {seen:?}"),
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// The host pid of a process whose command line is exactly `args`.
@@ -530,7 +538,13 @@ fn containers_join_a_network_namespace_made_with_ip_netns() {
 
     // A server and a client in two containers of one "task": they share the namespace, its
     // interfaces and its loopback.
-    let (mut server, server_control) = f.task(&unique("server"), "echo listening; nc -l -p 7070");
+    // The server's nc reads a stdin that stays open: at the end of its stdin, busybox's nc
+    // shuts its side of the connection down, and a client that sees that first exits with 0
+    // before it has sent anything.
+    let (mut server, server_control) = f.task(
+        &unique("server"),
+        "echo listening; sleep 600 | nc -l -p 7070",
+    );
     server.network = Network::Join(ns.path());
     server.hostname = Some("server".into());
     let (mut client, _) = f.task(
@@ -547,7 +561,8 @@ fn containers_join_a_network_namespace_made_with_ip_netns() {
     let (server_out, client_out) = std::thread::scope(|s| {
         let (run, rx) = spawn_run(s, &f.sandbox, &server);
         server_control.wait_started(START).unwrap();
-        wait_for_output(&rx, "listening");
+        let mut seen = String::new();
+        assert!(read_output_until(&rx, &mut seen, "listening"), "{seen:?}");
 
         // The init's network namespace is the one made above (an nsenter-style check).
         let pid = server_control.pid().unwrap();
@@ -556,7 +571,10 @@ fn containers_join_a_network_namespace_made_with_ip_netns() {
         assert_eq!((theirs.dev(), theirs.ino()), (made.dev(), made.ino()));
 
         let client_out = f.sandbox.output(&client).unwrap();
-        // Whatever busybox's nc does at the end of the stream, stop the server.
+        // The client's nc can exit before the server's has written what it read: give it the
+        // time to (the assertions below tell if it never does), then, whatever busybox's nc
+        // does at the end of the stream, stop the server.
+        read_output_until(&rx, &mut seen, "hello over loopback");
         let _ = server_control.signal(libc::SIGKILL);
         (run.join().unwrap().unwrap(), client_out)
     });
