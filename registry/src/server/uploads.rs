@@ -48,8 +48,14 @@ use crate::reference::RepositoryName;
 use crate::storage::StorageError;
 use crate::storage::uploads::{Upload, UploadStore};
 
-/// Frames buffered between the connection and the writing thread.
+/// Batches buffered between the connection and the writing thread.
 const CHANNEL_DEPTH: usize = 8;
+
+/// Frames are handed to the writing thread in batches of at least this many bytes. A body sent
+/// with chunked transfer encoding, as Go clients (docker, skopeo, containerd) send a streamed
+/// PATCH, arrives in frames of about 32 KiB; passing each one through the channel would wake
+/// the writing thread tens of thousands of times per GiB. Larger frames pass as they are.
+const BATCH: usize = 256 * 1024;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Upload>>>;
 
@@ -200,6 +206,8 @@ impl Sessions {
         let mut received: u64 = 0;
         let mut frames: u64 = 0;
         let mut failure = None;
+        let new_batch = || bytes::BytesMut::with_capacity(BATCH + 64 * 1024);
+        let mut batch = new_batch();
         while let Some(frame) = stream.next().await {
             match frame {
                 Ok(frame) => {
@@ -213,7 +221,16 @@ impl Sessions {
                         )));
                         break;
                     }
-                    if tx.send(frame).await.is_err() {
+                    let ready = if batch.is_empty() && frame.len() >= BATCH {
+                        frame
+                    } else {
+                        batch.extend_from_slice(&frame);
+                        if batch.len() < BATCH {
+                            continue;
+                        }
+                        std::mem::replace(&mut batch, new_batch()).freeze()
+                    };
+                    if tx.send(ready).await.is_err() {
                         // The writer stopped; its error is reported below.
                         break;
                     }
@@ -225,6 +242,10 @@ impl Sessions {
                     break;
                 }
             }
+        }
+        // What a failed body left in the batch is dropped with the rest of it (see below).
+        if failure.is_none() && !batch.is_empty() {
+            let _ = tx.send(batch.freeze()).await;
         }
         drop(tx);
         let written = writing.await?;
