@@ -15,6 +15,10 @@
 #             copy, a figure that the load of other processes disturbs less than wall time.
 #             Each registry starts fresh for each client, so its peak RSS is that of one push
 #             and one pull.
+#             Each run also times every client alone, with no registry: a copy of the image
+#             from oci:IMAGE to oci:OUT, which reads, hashes and writes the same bytes a push
+#             and a pull do between them. Against the push + pull time through either registry
+#             it shows how much of that time is the client's and the storage's own.
 #   get       manifest GET by tag under load: `wrk -tWRK_THREADS -cWRK_CONNECTIONS -dDURATION
 #             --timeout WRK_TIMEOUT --latency -s manifest-get.lua` (Accept: the OCI and Docker
 #             manifest and index types) against a fresh registry holding one small image with
@@ -32,10 +36,12 @@
 # The same settings come from the environment: RUNS (3), IMAGE_SIZE (1G), LAYERS (10),
 # BLOB_SIZE (4G), UPLOAD_RUNS (1), WRK_DURATION (10s), WRK_CONNECTIONS (64), WRK_THREADS (2),
 # WRK_TIMEOUT (10s: slow answers count in the latency instead of as errors), PHASES, CLIENTS,
-# SEED (1), BENCH_DIR (/var/tmp/berth-bench-registry: cached images and the per-run roots),
+# SEED (1), BENCH_DIR (/var/tmp/berth-bench-registry: cached images, the per-run roots and the
+# clients' outputs; a directory on tmpfs such as /dev/shm/berth-bench takes the disk out of the
+# comparison, since fsync costs nothing there),
 # BERTH_PORT (5101), DIST_PORT (5102), CARGO_TARGET_DIR (target), BERTH_BIN (a berth binary
 # to use instead of building target/release/berth).
-# On a busy 2-core machine the defaults take about 8 minutes, plus about 1.5 minutes the first
+# On a busy 2-core machine the defaults take about 9 minutes, plus about 1.5 minutes the first
 # time to generate the image and hash the upload stream, plus whatever building berth takes.
 # The markdown tables go to stdout and to BENCH_DIR/last.md; progress goes to stderr.
 set -euo pipefail
@@ -251,11 +257,22 @@ pull_berth() {
   "$TIME" -f '%U %S' -o "$WORK/client-cpu" \
     "$BERTH" copy --progress quiet --tmpdir "$WORK" "docker://$1" "oci:$2:bench" >/dev/null
 }
+alone_skopeo() { skopeo --policy "$POLICY" copy --quiet "oci:$1:bench" "oci:$2:bench"; }
+alone_berth() {
+  "$BERTH" copy --progress quiet --tmpdir "$WORK" "oci:$1:bench" "oci:$2:bench" >/dev/null
+}
 
 transfer_phase() {
-  local run=$1 client name ref out t_push t_pull c0 c1 c2 k_push k_pull offset=0
+  local run=$1 client name ref out t_push t_pull t_alone c0 c1 c2 k_push k_pull offset=0
   for client in $CLIENTS; do
     offset=$((offset + 1))
+    out=$WORK/alone
+    rm -rf "$out"
+    timed t_alone "alone_$client" "$IMAGE" "$out"
+    grep -q "$IMAGE_DIGEST" "$out/index.json" || die "$client alone copied something else than $IMAGE_DIGEST"
+    rm -rf "$out"
+    record "$run" "alone.$client" client "$t_alone"
+    log "run $run: $client alone: oci to oci ${t_alone}s"
     for name in $(pair_order $((run + offset))); do
       start_server "$name"
       ref=127.0.0.1:${PORT[$name]}/bench/img:run$run
@@ -274,6 +291,7 @@ transfer_phase() {
       record "$run" "pull.$client" "$name" "$(awk -v b="$IMAGE_BYTES" -v t="$t_pull" 'BEGIN { print b / 1e6 / t }')"
       record "$run" "xfer.$client" "$name" \
         "$(awk -v b="$IMAGE_BYTES" -v p="$t_push" -v q="$t_pull" 'BEGIN { print 2 * b / 1e6 / (p + q) }')"
+      record "$run" "xfer_s.$client" "$name" "$(awk -v p="$t_push" -v q="$t_pull" 'BEGIN { print p + q }')"
       record "$run" "rss_xfer.$client" "$name" "$(peak_rss_kib "$name")"
       record "$run" "cpu_push.$client" "$name" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')"
       record "$run" "cpu_pull.$client" "$name" "$(awk -v a="$c1" -v b="$c2" 'BEGIN { print b - a }')"
@@ -456,6 +474,33 @@ table() {
   row "peak RSS, $BLOB_SIZE blob upload (MiB)" rss_upload 1024 abs:64
 }
 
+# median METRIC NAME: the median over the runs of what NAME recorded for METRIC.
+median() {
+  awk -v m="$1" -v n="$2" '$2 == m && $3 == n { v[++k] = $4 }
+    END {
+      for (i = 2; i <= k; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+      if (k == 0) print "-"; else printf "%.2f", k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    }' "$RESULTS"
+}
+
+# Each client alone against its push + pull through each registry, in wall seconds, and the
+# push + pull time that 1.5x distribution's throughput means.
+alone_table() {
+  local client c alone b d
+  echo "| Client alone, no registry (s) | oci: to oci: | push + pull via berth | via distribution | 1.5x distribution's throughput |"
+  echo "|---|---|---|---|---|"
+  for client in $CLIENTS; do
+    c=$client
+    [[ $c == berth ]] && c="berth copy"
+    alone=$(median "alone.$client" client)
+    b=$(median "xfer_s.$client" berth)
+    d=$(median "xfer_s.$client" distribution)
+    [[ $alone == - ]] && continue
+    awk -v c="$c" -v a="$alone" -v b="$b" -v d="$d" \
+      'BEGIN { printf "| %s | %s | %s | %s | %.2f |\n", c, a, b, d, d / 1.5 }'
+  done
+}
+
 # Where the time goes: CPU seconds (user + system) of the server and of the client, and the
 # wall time of the two requests of the large upload.
 cpu_table() {
@@ -485,6 +530,10 @@ cpu_table() {
   if [[ " $PHASES " == *" transfer "* || " $PHASES " == *" upload "* ]]; then
     echo
     cpu_table | sed 's/ |  |  |$/ |/'
+  fi
+  if [[ " $PHASES " == *" transfer "* ]]; then
+    echo
+    alone_table
   fi
   errors=$(awk '$2 == "get_errors" { n += $4 } END { print n + 0 }' "$RESULTS")
   if ((errors > 0)); then
