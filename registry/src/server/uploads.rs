@@ -9,9 +9,10 @@
 //! [`crate::storage::uploads`]).
 //!
 //! ## Writing a request body
-//! The body is streamed, frame by frame, through a bounded channel to a blocking thread that
-//! appends to the session's data file and hashes as it writes. When the body ends, the thread
-//! flushes the file and the new offset is checkpointed; only then is the request acknowledged.
+//! The body is streamed through a bounded channel to a blocking thread that appends to the
+//! session's data file and hashes as it writes; small frames travel in batches (see
+//! [`BATCH`]). When the body ends, the thread flushes the file and the new offset is
+//! checkpointed; only then is the request acknowledged.
 //! A body that fails midway, or a chunk whose length differs from its `Content-Range`, is
 //! rolled back: the upload stays exactly as the last acknowledged request left it. Nothing is
 //! fsynced per chunk; the data is made durable once, when the upload completes.
