@@ -40,6 +40,7 @@
 pub mod agent;
 pub mod control;
 pub mod ecs;
+mod files;
 pub mod lb;
 pub mod net;
 pub mod sandbox;

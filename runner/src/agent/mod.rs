@@ -267,15 +267,16 @@ impl AgentState {
         }
     }
 
+    /// Writes `<root>/agent.json` durably: the id must outlive a machine crash, and a torn
+    /// file would keep the agent from starting.
     fn save(&self, root: &Path) -> Result<(), Error> {
         let path = root.join(STATE_FILE);
-        let tmp = root.join(format!("{STATE_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::State {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("write", &path, e))
+        crate::files::replace(&path, &bytes, crate::files::Durability::Durable)
+            .map_err(|e| Error::io("write", &path, e))
     }
 }
 

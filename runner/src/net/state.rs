@@ -5,14 +5,15 @@
 //! content or the new, never a torn file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
+use crate::files::{self, Durability};
 
 /// An exclusive lock on a file, held until it is dropped. Locks of different open files
 /// exclude each other whether they belong to one process or to several, so threads that each
@@ -66,19 +67,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Err
         source,
     })?;
     bytes.push(b'\n');
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_path(path);
-    let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("write", path, e)
-    })
+    files::replace(path, &bytes, Durability::Durable).map_err(|e| Error::io("write", path, e))
 }
 
 /// Removes a file; a missing one is fine.
@@ -93,10 +82,4 @@ pub(crate) fn remove_file(path: &Path) -> Result<(), Error> {
 /// Creates a directory and its parents.
 pub(crate) fn create_dir(path: &Path) -> Result<(), Error> {
     fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
 }

@@ -10,7 +10,6 @@
 //! Container names cannot contain `.`, so neither file can be a container's log or directory.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -26,6 +25,7 @@ use crate::agent::protocol::TaskAssignment;
 use crate::ecs::Timestamp;
 use crate::ecs::status::{ContainerStatus, StopCode, TaskStatus};
 use crate::ecs::task::Task;
+use crate::files::{self, Durability};
 use crate::sandbox::ContainerControl;
 
 const ASSIGNMENT: &str = "assignment.json";
@@ -60,19 +60,13 @@ pub(crate) fn save_state(dir: &Path, state: &TaskState) -> Result<(), Error> {
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let write = || -> std::io::Result<()> {
-        // Not synced: the record serves an agent that restarts, and a machine that crashes
-        // loses its tasks anyway; the rename keeps a reader from seeing half a record.
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| Error::io("write", path, e))
+    // Not synced: the record serves an agent that restarts, and a machine that crashes loses
+    // its tasks anyway; the rename keeps a reader from seeing half a record.
+    files::replace(path, &bytes, Durability::Atomic).map_err(|e| Error::io("write", path, e))
 }
 
 /// Loads every task record under the engine's root. Tasks that were not STOPPED are stopped
