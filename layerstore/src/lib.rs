@@ -8,7 +8,8 @@
 //! - [`compress`]: parallel gzip and multithreaded zstd encoders;
 //! - [`layer`]: the layer pipeline (tar -> diff_id, compress, digest) in one pass;
 //! - [`snapshot`]: layers extracted once by diff_id; build steps' root filesystems over them;
-//! - [`image`]: manifests, indexes and configs, the OCI image layout and docker-archive.
+//! - [`image`]: manifests, indexes and configs, the OCI image layout and docker-archive;
+//! - [`parallel`]: independent jobs on a few threads, stopping at the first error.
 
 pub mod archive;
 pub mod compress;
@@ -17,6 +18,7 @@ pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod media;
+pub mod parallel;
 pub mod snapshot;
 
 pub use digest::{Algorithm, Digest, DigestError};

@@ -779,39 +779,8 @@ impl Job<'_> {
     fn complete_all(&self, files: &[PendingFile]) -> Result<(), String> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(MAX_COPY_THREADS)
-            .min(files.len());
-        if threads <= 1 {
-            return files.iter().try_for_each(|f| self.complete(f));
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failed = std::sync::Mutex::new(None::<String>);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        if failed.lock().map_or(true, |f| f.is_some()) {
-                            return;
-                        }
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(file) = files.get(i) else {
-                            return;
-                        };
-                        if let Err(e) = self.complete(file) {
-                            if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match failed.into_inner() {
-            Ok(None) => Ok(()),
-            Ok(Some(e)) => Err(e),
-            Err(_) => Err("a copy thread panicked".into()),
-        }
+            .min(MAX_COPY_THREADS);
+        berth_layerstore::parallel::try_for_each(files, threads, |f| self.complete(f))
     }
 
     fn shown(&self, host: &Path) -> PathBuf {

@@ -623,11 +623,8 @@ pub fn open(src: &Path) -> Result<(LayoutBlobs, Vec<LayoutEntry>)> {
 /// Hashes each `(path, digest, size)` file and checks it against its digest and size, on up
 /// to one thread per CPU; the first mismatch or failure is the error.
 fn verify_files(files: &[(PathBuf, Digest, u64)]) -> Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let verify_one = |(path, digest, size): &(PathBuf, Digest, u64)| -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::parallel::try_for_each(files, threads, |(path, digest, size)| {
         let file = fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
         let mut hashing = HashingReader::new(
             io::BufReader::with_capacity(VERIFY_BUFFER, file),
@@ -636,30 +633,6 @@ fn verify_files(files: &[(PathBuf, Digest, u64)]) -> Result<()> {
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::io(path, e))?;
         let (actual, read) = hashing.finish();
         check_blob_file(path, digest, *size, actual, read)
-    };
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(file) = files.get(i) else {
-                            return Ok(());
-                        };
-                        if let Err(e) = verify_one(file) {
-                            // Let the other workers stop at their next file.
-                            next.store(files.len(), std::sync::atomic::Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect::<Result<Vec<()>>>()
-            .map(drop)
     })
 }
 
