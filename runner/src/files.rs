@@ -49,6 +49,13 @@ fn temp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
     #[test]
     fn replace_writes_whole_files_and_leaves_no_temporary_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -59,11 +66,7 @@ mod tests {
         ] {
             replace(&path, bytes, durability).unwrap();
             assert_eq!(fs::read(&path).unwrap(), bytes);
-            let names: Vec<_> = fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert_eq!(names, ["state.json"]);
+            assert_eq!(names(dir.path()), ["state.json"]);
         }
     }
 
@@ -77,10 +80,6 @@ mod tests {
         let err = replace(&path, b"new", Durability::Durable).unwrap_err();
         assert!(err.kind() != io::ErrorKind::NotFound, "{err}");
         assert_eq!(fs::read_to_string(path.join("keep")).unwrap(), "old");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["state.json"]);
+        assert_eq!(names(dir.path()), ["state.json"]);
     }
 }
