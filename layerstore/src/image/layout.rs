@@ -209,7 +209,10 @@ where
 }
 
 fn write_atomic(path: &Path, write: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -220,7 +223,10 @@ fn write_atomic(path: &Path, write: impl FnOnce(&mut fs::File) -> Result<()>) ->
         .map_err(|e| ImageError::io(tmp.path(), e))?;
     tmp.persist(path)
         .map_err(|e| ImageError::io(path, e.error))?;
-    Ok(())
+    // The rename itself outlives a machine crash once the directory is synced.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ImageError::io(dir, e))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
